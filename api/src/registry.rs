@@ -1,0 +1,207 @@
+//! The kind registry: every served resource is one [`KindInfo`] entry with its [`Strategy`].
+//! The API server's REST verbs, watch, tables and discovery are written once over this table.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::Cause;
+use crate::table::Column;
+use crate::validation::NameRule;
+
+/// A subresource a kind offers besides the main resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subresource {
+    /// `<resource>/status`: GET, PUT and PATCH of `.status` only.
+    Status,
+    /// `<resource>/scale`: an `autoscaling/v1 Scale` view of `.spec.replicas`.
+    Scale,
+    /// `pods/binding`: assign a pod to a node.
+    Binding,
+}
+
+impl Subresource {
+    /// The URL segment.
+    pub fn name(self) -> &'static str {
+        match self {
+            Subresource::Status => "status",
+            Subresource::Scale => "scale",
+            Subresource::Binding => "binding",
+        }
+    }
+}
+
+/// Per-kind behaviour over JSON objects; implemented once per k8s-openapi type by [`crate::kinds::Typed`].
+pub trait Strategy: Send + Sync {
+    /// Decodes and re-encodes through the typed struct, so the object has the kind's exact shape.
+    /// Returns a message saying what does not fit.
+    fn normalize(&self, obj: Value) -> Result<Value, String>;
+    /// Fills defaults and resets what clients may not set on create (e.g. status).
+    fn prepare_create(&self, obj: &mut Value);
+    /// Fills defaults on update; `old` is the stored object.
+    fn prepare_update(&self, new: &mut Value, old: &Value);
+    /// Checks a new object.
+    fn validate(&self, obj: &Value) -> Vec<Cause>;
+    /// Checks an update (immutable fields) after `validate` passed.
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause>;
+    /// Checks a status update.
+    fn validate_status_update(&self, new: &Value, old: &Value) -> Vec<Cause>;
+    /// Table columns kubectl shows for this kind.
+    fn columns(&self) -> &[Column];
+    /// The cells of one object's row, in column order.
+    fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value>;
+}
+
+/// A served resource: its names, scope, subresources, field selectors and strategy.
+#[derive(Clone)]
+pub struct KindInfo {
+    /// API group; "" for core.
+    pub group: String,
+    /// API version within the group, e.g. `v1`.
+    pub version: String,
+    /// Kind, e.g. `Pod`.
+    pub kind: String,
+    /// Resource name in URLs, e.g. `pods`.
+    pub plural: String,
+    /// Singular resource name, e.g. `pod`.
+    pub singular: String,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// Short names for kubectl, e.g. `po`.
+    pub short_names: Vec<String>,
+    /// Categories, e.g. `all`.
+    pub categories: Vec<String>,
+    /// Subresources served.
+    pub subresources: Vec<Subresource>,
+    /// Rule for `metadata.name`.
+    pub name_rule: NameRule,
+    /// Field selectors supported beyond `metadata.name` and `metadata.namespace`, each with the value an
+    /// absent field has (e.g. `spec.unschedulable` is `false` when absent).
+    pub fields: Vec<(String, String)>,
+    /// Whether the kind has `.spec` (so `generation` is tracked).
+    pub has_spec: bool,
+    /// Defaulting, validation and printing.
+    pub strategy: Arc<dyn Strategy>,
+}
+
+impl std::fmt::Debug for KindInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KindInfo")
+            .field("group", &self.group)
+            .field("version", &self.version)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl KindInfo {
+    /// `apiVersion` as written in objects: `v1` or `apps/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+    /// The list kind, e.g. `PodList`.
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+    /// Whether `sub` is served.
+    pub fn has(&self, sub: Subresource) -> bool {
+        self.subresources.contains(&sub)
+    }
+    /// `plural.group` (or `plural` for core), as used in messages and etcd keys.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+    /// The etcd key prefix for this resource: `/registry/<resource>/`, the resource group-qualified
+    /// outside the core group (`/registry/deployments.apps/`), so no two groups share keys.
+    pub fn key_prefix(&self) -> String {
+        format!("/registry/{}/", self.qualified())
+    }
+    /// The value of a field selector field on `obj`, or `None` if the field is not supported for this kind.
+    pub fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
+        let default = if field == "metadata.name" || field == "metadata.namespace" {
+            ""
+        } else {
+            self.fields
+                .iter()
+                .find(|(f, _)| f == field)
+                .map(|(_, d)| d.as_str())?
+        };
+        let mut cur = obj;
+        for part in field.split('.') {
+            match cur.get(part) {
+                Some(v) => cur = v,
+                None => return Some(default.to_string()),
+            }
+        }
+        Some(match cur {
+            Value::String(s) => s.clone(),
+            Value::Null => default.to_string(),
+            other => other.to_string(),
+        })
+    }
+}
+
+/// The table of served kinds, looked up by group, version and resource name.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    kinds: Vec<Arc<KindInfo>>,
+    by_resource: BTreeMap<(String, String, String), usize>,
+}
+
+impl Registry {
+    /// Adds a kind. A later entry for the same group/version/resource replaces the earlier one.
+    pub fn add(&mut self, info: KindInfo) {
+        let key = (
+            info.group.clone(),
+            info.version.clone(),
+            info.plural.clone(),
+        );
+        match self.by_resource.get(&key) {
+            Some(&i) => self.kinds[i] = Arc::new(info),
+            None => {
+                self.by_resource.insert(key, self.kinds.len());
+                self.kinds.push(Arc::new(info));
+            }
+        }
+    }
+    /// Looks a resource up by group, version and plural name.
+    pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<KindInfo>> {
+        self.by_resource
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .map(|&i| &self.kinds[i])
+    }
+    /// Looks a kind up by apiVersion and Kind.
+    pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&Arc<KindInfo>> {
+        self.kinds
+            .iter()
+            .find(|k| k.kind == kind && k.api_version() == api_version)
+    }
+    /// All kinds, in registration order.
+    pub fn kinds(&self) -> &[Arc<KindInfo>] {
+        &self.kinds
+    }
+    /// The served groups with their versions, in registration order (core group is "").
+    pub fn groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = vec![];
+        for k in &self.kinds {
+            match out.iter_mut().find(|(g, _)| *g == k.group) {
+                Some((_, versions)) => {
+                    if !versions.contains(&k.version) {
+                        versions.push(k.version.clone());
+                    }
+                }
+                None => out.push((k.group.clone(), vec![k.version.clone()])),
+            }
+        }
+        out
+    }
+}

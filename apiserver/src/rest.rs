@@ -1,0 +1,668 @@
+//! The REST verbs over any kind: maps a method and [`Target`] to a read, list, watch or a lifecycle
+//! operation of [`crate::ops`], and renders the answer in the format the client asked for.
+
+use std::sync::Arc;
+
+use atoll_api::patch::{self, PatchType};
+use atoll_api::selector::{FieldSelector, LabelSelector};
+use atoll_api::{ApiError, ApiResult, KindInfo, meta};
+use axum::http::{HeaderMap, Method, header};
+use axum::response::Response;
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::negotiate::{self, Format};
+use crate::object::{Filter, Obj};
+use crate::ops::{DeleteOpts, UpdateMode};
+use crate::request::{Query, Target, object_key};
+use crate::server::Server;
+use crate::storage::prefix_end;
+use crate::{table, watch};
+
+/// Serves one resource request.
+pub async fn serve(
+    srv: Arc<Server>,
+    method: Method,
+    target: Target,
+    query: Query,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match dispatch(&srv, &method, &target, &query, &headers, &body).await {
+        Ok(resp) => resp,
+        Err(e) => negotiate::error(&e),
+    }
+}
+
+async fn dispatch(
+    srv: &Arc<Server>,
+    method: &Method,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let kind = &t.kind;
+    let format = negotiate::format(negotiate::accept(headers))?;
+    let sub = t.sub.as_deref();
+    if let Some(s) = sub {
+        let known = kind.subresources.iter().any(|x| x.name() == s)
+            || (s == "finalize" && kind.plural == "namespaces" && kind.group.is_empty());
+        if !known {
+            return Err(ApiError::not_found(
+                &kind.group,
+                &format!("{}/{s}", kind.plural),
+                t.name(),
+            ));
+        }
+    }
+    let ns = t.namespace.as_deref().unwrap_or("");
+    let name = t.name();
+    let has_name = t.name.is_some();
+    match (method.as_str(), has_name, sub) {
+        ("GET", false, None) if q.watch => watch::serve(srv, t, q, &format),
+        ("GET", false, None) => list(srv, t, q, &format).await,
+        ("GET", true, None | Some("status")) => {
+            let (obj, _) = srv.read(kind, ns, name).await?;
+            Ok(render_one(kind, 200, obj, &format, srv.now(), q))
+        }
+        ("GET", true, Some("scale")) => {
+            let (obj, _) = srv.read(kind, ns, name).await?;
+            Ok(negotiate::respond(200, &scale_of(&obj), &Format::Json))
+        }
+        ("POST", false, None) => {
+            if kind.namespaced && t.namespace.is_none() {
+                return Err(ApiError::method_not_allowed(format!(
+                    "create of {} needs a namespace in the path",
+                    kind.plural
+                )));
+            }
+            let obj = negotiate::decode_body(headers, body)?;
+            let created = srv
+                .create(kind, t.namespace.as_deref(), obj, q.dry_run)
+                .await?;
+            Ok(render_one(kind, 201, created, &format, srv.now(), q))
+        }
+        ("POST", true, Some("binding")) => bind(srv, t, q, headers, body).await,
+        ("PUT", true, None | Some("status") | Some("finalize")) => {
+            let wanted = negotiate::decode_body(headers, body)?;
+            let mode = match sub {
+                Some("status") => UpdateMode::Status,
+                Some("finalize") => UpdateMode::Finalize,
+                _ => UpdateMode::Main,
+            };
+            let (code, obj) = srv
+                .update(kind, ns, name, mode, q.dry_run, &move |_old: &Value| {
+                    Ok(wanted.clone())
+                })
+                .await?;
+            Ok(render_one(kind, code, obj, &format, srv.now(), q))
+        }
+        ("PUT", true, Some("scale")) => {
+            let wanted = negotiate::decode_body(headers, body)?;
+            scale_update(srv, t, q, move |_scale| Ok(wanted.clone())).await
+        }
+        ("PATCH", true, None | Some("status") | Some("scale")) => {
+            let patch_type = content_type(headers)
+                .and_then(|ct| PatchType::parse(ct).map_err(ApiError::unsupported_media_type))?;
+            if body.len() > negotiate::MAX_BODY_BYTES {
+                return Err(negotiate::too_large());
+            }
+            let patch: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}"))
+            })?;
+            let apply = move |target: &Value| {
+                patch::apply(patch_type, target, &patch).map_err(patch_failed)
+            };
+            if sub == Some("scale") {
+                return scale_update(srv, t, q, apply).await;
+            }
+            let mode = if sub == Some("status") {
+                UpdateMode::Status
+            } else {
+                UpdateMode::Main
+            };
+            let (code, obj) = srv.update(kind, ns, name, mode, q.dry_run, &apply).await?;
+            Ok(render_one(kind, code, obj, &format, srv.now(), q))
+        }
+        ("DELETE", true, None) => {
+            let opts = DeleteOpts::from_body(optional_body(headers, body)?.as_ref(), q)?;
+            let (code, obj) = srv.delete(kind, ns, name, &opts).await?;
+            Ok(render_one(kind, code, obj, &format, srv.now(), q))
+        }
+        ("DELETE", false, None) => delete_collection(srv, t, q, headers, body).await,
+        (m, _, _) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource: {m} {}{}",
+            kind.plural,
+            sub.map(|s| format!("/{s}")).unwrap_or_default()
+        ))),
+    }
+}
+
+/// A patch that cannot be applied to the object: 422, as Kubernetes answers.
+fn patch_failed(message: String) -> ApiError {
+    let mut e = ApiError::bad_request(message);
+    e.code = 422;
+    e.reason = "Invalid";
+    e
+}
+
+fn content_type(headers: &HeaderMap) -> ApiResult<&str> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unsupported_media_type("a PATCH needs a Content-Type: application/merge-patch+json or application/json-patch+json"))
+}
+
+fn optional_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Option<Value>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(None)
+    } else {
+        negotiate::decode_body(headers, body).map(Some)
+    }
+}
+
+/// Builds the list filter of a request (400 on bad selectors).
+pub fn filter(t: &Target, q: &Query) -> ApiResult<Filter> {
+    let labels = LabelSelector::parse(&q.label_selector).map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(&q.field_selector)
+        .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+    let f = Filter {
+        namespace: t.namespace.clone(),
+        labels,
+        fields,
+    };
+    f.check(&t.kind)?;
+    Ok(f)
+}
+
+/// The key range a list reads: one namespace, one object (`metadata.name=`), or the whole resource.
+fn key_range(kind: &KindInfo, filter: &Filter) -> (String, Vec<u8>) {
+    let prefix = kind.key_prefix();
+    match (&filter.namespace, filter.fields.exact("metadata.name")) {
+        (Some(ns), Some(name)) => {
+            let key = object_key(kind, ns, name);
+            let mut end = key.as_bytes().to_vec();
+            end.push(0);
+            (key, end)
+        }
+        (None, Some(name)) if !kind.namespaced => {
+            let key = object_key(kind, "", name);
+            let mut end = key.as_bytes().to_vec();
+            end.push(0);
+            (key, end)
+        }
+        (Some(ns), None) => {
+            let p = format!("{prefix}{ns}/");
+            let end = prefix_end(&p);
+            (p, end)
+        }
+        _ => {
+            let end = prefix_end(&prefix);
+            (prefix, end)
+        }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: i64,
+    start: String,
+}
+
+fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: start a new list without the continue parameter",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
+        .map_err(|_| bad())?;
+    let t: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    if t.v != "meta.k8s.io/v1" || t.rv <= 0 || t.start.contains("..") {
+        return Err(bad());
+    }
+    Ok((t.rv, format!("{prefix}{}", t.start)))
+}
+
+fn encode_continue(rv: i64, next_key: &str, prefix: &str) -> String {
+    let t = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv,
+        start: next_key
+            .strip_prefix(prefix)
+            .unwrap_or(next_key)
+            .to_string(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&t).unwrap_or_default())
+}
+
+/// The result of a list: objects, the revision it reflects, and where to continue.
+pub struct Listed {
+    /// The selected objects.
+    pub items: Vec<Arc<Obj>>,
+    /// The revision the list was read at.
+    pub revision: i64,
+    /// Continue token, when more objects follow.
+    pub continue_token: Option<String>,
+}
+
+/// Lists objects: `resourceVersion=0` from the watch cache, otherwise a consistent read from etcd,
+/// paged by `limit`/`continue` at one revision.
+pub async fn list_objects(
+    srv: &Server,
+    t: &Target,
+    q: &Query,
+    filter: &Filter,
+) -> ApiResult<Listed> {
+    let kind = &t.kind;
+    if q.resource_version.as_deref() == Some("0") && q.continue_token.is_none() {
+        let (items, revision) = srv.cache(kind).list(filter);
+        return Ok(Listed {
+            items,
+            revision,
+            continue_token: None,
+        });
+    }
+    let prefix = kind.key_prefix();
+    let (range_start, end) = key_range(kind, filter);
+    let (mut revision, mut start) = match &q.continue_token {
+        Some(token) => {
+            let (rv, start) = decode_continue(token, &prefix)?;
+            if !start.as_bytes().starts_with(range_start.as_bytes())
+                && start.as_bytes() < range_start.as_bytes()
+            {
+                return Err(ApiError::bad_request(
+                    "continue key is not valid for this request",
+                ));
+            }
+            (rv, start.into_bytes())
+        }
+        None => {
+            let rv = match (
+                q.resource_version.as_deref(),
+                q.resource_version_match.as_deref(),
+            ) {
+                (Some(rv), Some("Exact")) => rv.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                })?,
+                _ => 0,
+            };
+            (rv, range_start.clone().into_bytes())
+        }
+    };
+    let limit = usize::try_from(q.limit).unwrap_or(0);
+    let mut items = vec![];
+    let mut continue_token = None;
+    'pages: loop {
+        let chunk = if limit > 0 {
+            (limit - items.len()).clamp(1, 1000) as i64
+        } else {
+            1000
+        };
+        let page = srv.store.range(&start, &end, revision, chunk).await.map_err(|e| match e {
+            crate::storage::StorageError::Compacted => ApiError::gone(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ),
+            other => other.into(),
+        })?;
+        revision = page.revision;
+        let count = page.kvs.len();
+        for (i, kv) in page.kvs.into_iter().enumerate() {
+            let obj = Obj::from_stored(kind, &kv.value, kv.revision).map_err(ApiError::internal)?;
+            if filter.matches(kind, &obj) {
+                items.push(Arc::new(obj));
+            }
+            let more_after = i + 1 < count || page.more;
+            if limit > 0 && items.len() >= limit && more_after {
+                continue_token = Some(encode_continue(
+                    revision,
+                    &format!("{}\u{0}", kv.key),
+                    &prefix,
+                ));
+                break 'pages;
+            }
+            if i + 1 == count {
+                start = kv.key.into_bytes();
+                start.push(0);
+            }
+        }
+        if !page.more || count == 0 {
+            break;
+        }
+    }
+    Ok(Listed {
+        items,
+        revision,
+        continue_token,
+    })
+}
+
+async fn list(srv: &Server, t: &Target, q: &Query, format: &Format) -> ApiResult<Response> {
+    let filter = filter(t, q)?;
+    let listed = list_objects(srv, t, q, &filter).await?;
+    Ok(render_list(&t.kind, &listed, format, srv.now(), q))
+}
+
+fn list_meta(listed: &Listed) -> Value {
+    let mut m = json!({"resourceVersion": listed.revision.to_string()});
+    if let Some(c) = &listed.continue_token {
+        m["continue"] = c.clone().into();
+    }
+    m
+}
+
+/// Renders a list: JSON is assembled from the stored bytes without re-encoding each object.
+pub fn render_list(
+    kind: &KindInfo,
+    listed: &Listed,
+    format: &Format,
+    now: jiff::Timestamp,
+    q: &Query,
+) -> Response {
+    match format {
+        Format::Json => {
+            let head = json!({"kind": kind.list_kind(), "apiVersion": kind.api_version(), "metadata": list_meta(listed)});
+            let head = serde_json::to_string(&head).unwrap_or_default();
+            let total: usize = listed.items.iter().map(|o| o.json.len() + 1).sum();
+            let mut out = Vec::with_capacity(head.len() + total + 16);
+            out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+            out.extend_from_slice(b",\"items\":[");
+            for (i, o) in listed.items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&o.json);
+            }
+            out.extend_from_slice(b"]}");
+            negotiate::raw(200, Bytes::from(out), "application/json")
+        }
+        Format::Table(api_version) => {
+            let objs: Vec<Value> = listed.items.iter().filter_map(|o| o.value().ok()).collect();
+            let mut tbl = table::build(
+                kind,
+                &objs,
+                api_version,
+                q.include_object.as_deref(),
+                now,
+                true,
+            );
+            tbl["metadata"] = list_meta(listed);
+            negotiate::respond(200, &tbl, format)
+        }
+        Format::Metadata => {
+            let items: Vec<Value> = listed
+                .items
+                .iter()
+                .filter_map(|o| o.value().ok())
+                .map(|v| table::partial_metadata(&v))
+                .collect();
+            let v = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta(listed), "items": items});
+            negotiate::respond(200, &v, &Format::Json)
+        }
+        Format::Yaml => {
+            let items: Vec<Value> = listed.items.iter().filter_map(|o| o.value().ok()).collect();
+            let v = json!({"kind": kind.list_kind(), "apiVersion": kind.api_version(), "metadata": list_meta(listed), "items": items});
+            negotiate::respond(200, &v, format)
+        }
+    }
+}
+
+/// Renders one object in the requested format.
+pub fn render_one(
+    kind: &KindInfo,
+    code: u16,
+    obj: Value,
+    format: &Format,
+    now: jiff::Timestamp,
+    q: &Query,
+) -> Response {
+    match format {
+        Format::Table(api_version) => {
+            let mut tbl = table::build(
+                kind,
+                std::slice::from_ref(&obj),
+                api_version,
+                q.include_object.as_deref(),
+                now,
+                true,
+            );
+            tbl["metadata"] = json!({"resourceVersion": meta::resource_version(&obj)});
+            negotiate::respond(code, &tbl, format)
+        }
+        Format::Metadata => negotiate::respond(code, &table::partial_metadata(&obj), &Format::Json),
+        _ => negotiate::respond(code, &obj, format),
+    }
+}
+
+async fn delete_collection(
+    srv: &Server,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let opts = DeleteOpts::from_body(optional_body(headers, body)?.as_ref(), q)?;
+    let filter = filter(t, q)?;
+    let listed = list_objects(
+        srv,
+        t,
+        &Query {
+            limit: 0,
+            continue_token: None,
+            resource_version: None,
+            ..q.clone()
+        },
+        &filter,
+    )
+    .await?;
+    let mut deleted = vec![];
+    for o in &listed.items {
+        match srv.delete(&t.kind, &o.namespace, &o.name, &opts).await {
+            Ok((_, obj)) => deleted.push(obj),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let v = json!({"kind": t.kind.list_kind(), "apiVersion": t.kind.api_version(), "metadata": {"resourceVersion": listed.revision.to_string()}, "items": deleted});
+    Ok(negotiate::respond(200, &v, &Format::Json))
+}
+
+/// POST pods/<name>/binding: assigns the pod to a node once.
+async fn bind(
+    srv: &Server,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let binding = negotiate::decode_body(headers, body)?;
+    let name = t.name().to_string();
+    let body_name = meta::name(&binding);
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the binding ({body_name}) does not match the pod on the URL ({name})"
+        )));
+    }
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            &name,
+            vec![atoll_api::Cause::required("target.name")],
+        ));
+    }
+    let now = meta::timestamp(srv.now());
+    let pod_name = name.clone();
+    let mutate = move |old: &Value| -> ApiResult<Value> {
+        if meta::is_deleting(old) {
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                &pod_name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
+        }
+        if let Some(current) = old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                &pod_name,
+                &format!("pod {pod_name} is already assigned to node \"{current}\""),
+            ));
+        }
+        let mut new = old.clone();
+        new["spec"]["nodeName"] = node.clone().into();
+        let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+        let conds = new["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut conds: Vec<Value> = conds
+            .into_iter()
+            .filter(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"))
+            .collect();
+        conds.push(cond);
+        new["status"]["conditions"] = Value::Array(conds);
+        Ok(new)
+    };
+    srv.update(
+        &t.kind,
+        t.namespace.as_deref().unwrap_or(""),
+        &name,
+        UpdateMode::System,
+        q.dry_run,
+        &mutate,
+    )
+    .await?;
+    Ok(negotiate::respond(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        &Format::Json,
+    ))
+}
+
+/// The `autoscaling/v1 Scale` view of an object with `spec.replicas`.
+fn scale_of(obj: &Value) -> Value {
+    let selector = match obj.pointer("/spec/selector") {
+        Some(Value::Object(m))
+            if m.contains_key("matchLabels") || m.contains_key("matchExpressions") =>
+        {
+            serde_json::from_value(Value::Object(m.clone()))
+                .ok()
+                .and_then(|s| LabelSelector::from_api(&s).ok())
+                .map(|s| s.to_string())
+        }
+        Some(v @ Value::Object(_)) => {
+            Some(LabelSelector::from_map(&meta::string_map(Some(v))).to_string())
+        }
+        _ => None,
+    };
+    let mut status =
+        json!({"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0)});
+    if let Some(s) = selector {
+        status["selector"] = s.into();
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta::name(obj),
+            "namespace": meta::namespace(obj),
+            "uid": meta::uid(obj),
+            "resourceVersion": meta::resource_version(obj),
+            "creationTimestamp": obj.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "status": status,
+    })
+}
+
+/// PUT or PATCH of `<resource>/scale`: `wanted` turns the current Scale into the desired one.
+async fn scale_update(
+    srv: &Server,
+    t: &Target,
+    q: &Query,
+    wanted: impl Fn(&Value) -> ApiResult<Value> + Send + Sync + 'static,
+) -> ApiResult<Response> {
+    let kind = t.kind.clone();
+    let name = t.name().to_string();
+    let mutate = {
+        move |old: &Value| -> ApiResult<Value> {
+            let scale = wanted(&scale_of(old))?;
+            if scale
+                .get("kind")
+                .and_then(Value::as_str)
+                .is_some_and(|k| k != "Scale")
+            {
+                return Err(ApiError::bad_request(
+                    "the body of a scale request must be an autoscaling/v1 Scale",
+                ));
+            }
+            let body_name = meta::name(&scale);
+            if !body_name.is_empty() && body_name != meta::name(old) {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({body_name}) does not match the name on the URL ({})",
+                    meta::name(old)
+                )));
+            }
+            let replicas = scale
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "autoscaling",
+                        "Scale",
+                        meta::name(old),
+                        vec![atoll_api::Cause::required("spec.replicas")],
+                    )
+                })?;
+            if replicas < 0 {
+                return Err(ApiError::invalid(
+                    "autoscaling",
+                    "Scale",
+                    meta::name(old),
+                    vec![atoll_api::Cause::invalid(
+                        "spec.replicas",
+                        replicas,
+                        "must be greater than or equal to 0",
+                    )],
+                ));
+            }
+            let mut new = old.clone();
+            new["spec"]["replicas"] = replicas.into();
+            let rv = meta::resource_version(&scale);
+            meta::set(
+                &mut new,
+                "resourceVersion",
+                if rv.is_empty() { None } else { Some(rv.into()) },
+            );
+            Ok(new)
+        }
+    };
+    let (code, obj) = srv
+        .update(
+            &kind,
+            t.namespace.as_deref().unwrap_or(""),
+            &name,
+            UpdateMode::System,
+            q.dry_run,
+            &mutate,
+        )
+        .await?;
+    Ok(negotiate::respond(code, &scale_of(&obj), &Format::Json))
+}

@@ -1,0 +1,381 @@
+//! `api-bench`: the API server against raw etcd, measured in one run on the same machine.
+//!
+//! Starts a real etcd and the `atoll apiserver` binary (build it with `cargo build --release -p atoll`
+//! first), then measures:
+//! 1. pod creates through the API at 1, 16 and 64 concurrent clients against raw etcd puts of the same
+//!    bytes at the same concurrency (ratio; target ≥ 0.8 at 64), and the p99 create latency at 64;
+//! 2. LIST of 10,000 pods (consistent read from etcd, and from the watch cache) against a raw etcd range;
+//! 3. the delay from a write to its delivery to 1,000 concurrent watchers (p99);
+//! 4. the API server's resident memory with 10,000 pods stored.
+//!
+//! Run: `cargo run --release -p atoll-bench --bin api-bench [-- --quick]`.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atoll_testkit::{Etcd, Http, atoll_bin, free_port, wait_until};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+const NS: &str = "bench";
+
+fn pod(name: &str, i: usize) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "labels": {"app": "web", "tier": "frontend", "pod-template-hash": "7d4b9c8f6", "shard": (i % 16).to_string()},
+            "annotations": {"kubernetes.io/config.seen": "2026-11-26T10:00:00Z", "prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ReplicationController", "name": "web", "uid": "6c5a7e5e-3d2b-4c1a-9a8e-2f1d0b9c8a7e", "controller": true, "blockOwnerDeletion": true}]
+        },
+        "spec": {
+            "containers": [{
+                "name": "web",
+                "image": "registry.example.com/team/web-frontend:v1.42.7",
+                "command": ["/bin/web", "--listen=:8080", "--metrics=:9090"],
+                "ports": [{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9090}],
+                "env": [{"name": "MODE", "value": "production"}, {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}, {"name": "LOG_LEVEL", "value": "info"}],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+                "volumeMounts": [{"name": "config", "mountPath": "/etc/web"}, {"name": "data", "mountPath": "/var/lib/web"}],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 5},
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "initialDelaySeconds": 10}
+            }],
+            "volumes": [{"name": "config", "configMap": {"name": "web-config"}}, {"name": "data", "emptyDir": {}}],
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "web", "effect": "NoSchedule"}]
+        }
+    })
+}
+
+struct ApiProcess {
+    child: Child,
+    base: String,
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_api(etcd: &Etcd, dir: &std::path::Path) -> ApiProcess {
+    let port = free_port();
+    let child = Command::new(atoll_bin())
+        .args([
+            "apiserver",
+            "--etcd-servers",
+            &etcd.url,
+            "--bind-address",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("ATOLL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("atoll binary (cargo build --release -p atoll)");
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = format!("{base}/readyz");
+    wait_until("API server ready", Duration::from_secs(60), || {
+        Command::new("curl")
+            .args(["-sf", "--max-time", "1", &ready])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    ApiProcess { child, base }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Run {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Runs `total` operations over `concurrency` tasks; `op(i)` performs operation i.
+async fn run<F, Fut>(total: usize, concurrency: usize, op: F) -> Run
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = vec![];
+    for _ in 0..concurrency {
+        let (op, next) = (op.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = vec![];
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return lat;
+                }
+                let t = Instant::now();
+                op(i).await;
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut lat = vec![];
+    for t in tasks {
+        lat.extend(t.await.expect("bench task"));
+    }
+    let elapsed = start.elapsed();
+    lat.sort();
+    Run {
+        per_sec: total as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+    }
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let target_pods = if quick { 2000 } else { 10_000 };
+    let etcd = tokio::task::spawn_blocking(Etcd::start)
+        .await
+        .expect("etcd");
+    let dir = tempfile_dir();
+    let api = start_api(&etcd, &dir);
+    let http = Http::new(&api.base);
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
+    assert_eq!(
+        http.json("POST", "/api/v1/namespaces", &ns).await.status,
+        201
+    );
+    let client = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .expect("etcd client");
+
+    println!("# api-bench: atoll apiserver vs raw etcd, same machine, same run");
+    let mut created = 0usize;
+    for (concurrency, total) in [
+        (1usize, if quick { 300 } else { 1000 }),
+        (16, if quick { 1000 } else { 3000 }),
+        (64, if quick { 1000 } else { 4000 }),
+    ] {
+        // Raw etcd puts of the same bytes (what the API server stores), same concurrency.
+        let body = Bytes::from(serde_json::to_vec(&pod("x", 0)).expect("json"));
+        let kv = client.clone();
+        let raw_body = body.clone();
+        let raw = run(total, concurrency, move |i| {
+            let mut kv = kv.kv_client();
+            let b = raw_body.clone();
+            async move {
+                kv.put(format!("/baseline/c{concurrency}/p{i}"), b.to_vec(), None)
+                    .await
+                    .expect("etcd put");
+            }
+        })
+        .await;
+        let h = http.clone();
+        let base = created;
+        let api_run = run(total, concurrency, move |i| {
+            let h = h.clone();
+            let body = serde_json::to_vec(&pod(&format!("p{}", base + i), base + i)).expect("json");
+            async move {
+                let r = h
+                    .send(
+                        "POST",
+                        &format!("/api/v1/namespaces/{NS}/pods"),
+                        &[("content-type", "application/json")],
+                        body,
+                    )
+                    .await;
+                assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+            }
+        })
+        .await;
+        created += total;
+        println!(
+            "creates c={concurrency:<3} api {:>7.0}/s (p50 {}, p99 {})  etcd {:>7.0}/s (p50 {}, p99 {})  ratio {:.2}",
+            api_run.per_sec,
+            ms(api_run.p50),
+            ms(api_run.p99),
+            raw.per_sec,
+            ms(raw.p50),
+            ms(raw.p99),
+            api_run.per_sec / raw.per_sec
+        );
+    }
+
+    // Fill up to the target count for the list and memory measurements.
+    if created < target_pods {
+        let h = http.clone();
+        let base = created;
+        run(target_pods - created, 64, move |i| {
+            let h = h.clone();
+            let body = serde_json::to_vec(&pod(&format!("p{}", base + i), base + i)).expect("json");
+            async move {
+                let r = h
+                    .send(
+                        "POST",
+                        &format!("/api/v1/namespaces/{NS}/pods"),
+                        &[("content-type", "application/json")],
+                        body,
+                    )
+                    .await;
+                assert_eq!(r.status, 201);
+            }
+        })
+        .await;
+        created = target_pods;
+    }
+
+    // LIST of all pods: consistent (etcd) and from the watch cache, against a raw etcd range.
+    let mut raw_times = vec![];
+    let mut api_times = vec![];
+    let mut cache_times = vec![];
+    for _ in 0..7 {
+        let t = Instant::now();
+        let mut kv = client.kv_client().max_decoding_message_size(256 << 20);
+        let resp = kv
+            .get(
+                format!("/registry/pods/{NS}/"),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await;
+        let n = resp.map(|r| r.kvs().len()).unwrap_or(0);
+        raw_times.push(t.elapsed());
+        assert_eq!(n, created);
+        let t = Instant::now();
+        let r = http.get(&format!("/api/v1/namespaces/{NS}/pods")).await;
+        api_times.push(t.elapsed());
+        assert_eq!(r.status, 200);
+        let t = Instant::now();
+        let r = http
+            .get(&format!("/api/v1/namespaces/{NS}/pods?resourceVersion=0"))
+            .await;
+        cache_times.push(t.elapsed());
+        assert_eq!(r.status, 200);
+    }
+    for v in [&mut raw_times, &mut api_times, &mut cache_times] {
+        v.sort();
+    }
+    let (raw_med, api_med, cache_med) = (
+        percentile(&raw_times, 0.5),
+        percentile(&api_times, 0.5),
+        percentile(&cache_times, 0.5),
+    );
+    println!(
+        "list {created} pods: api {} (consistent, from etcd), api {} (resourceVersion=0, watch cache), raw etcd range {}  ratio etcd/api {:.2}",
+        ms(api_med),
+        ms(cache_med),
+        ms(raw_med),
+        raw_med.as_secs_f64() / api_med.as_secs_f64()
+    );
+
+    let rss = rss_mb(api.child.id());
+    println!("apiserver RSS with {created} pods stored: {rss:.0} MB");
+
+    // 1,000 watchers: delay from a write to its delivery to all of them.
+    let watchers = if quick { 200 } else { 1000 };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String, Instant)>();
+    let mut handles = vec![];
+    let list_rv = http
+        .get(&format!("/api/v1/namespaces/{NS}/pods?limit=1"))
+        .await
+        .json()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    for w in 0..watchers {
+        let h = http.clone();
+        let tx = tx.clone();
+        let path = format!(
+            "/api/v1/namespaces/{NS}/pods?watch=true&resourceVersion={list_rv}&labelSelector=app%3Dwatched"
+        );
+        handles.push(tokio::spawn(async move {
+            let mut lines = h.stream(&path, "application/json").await;
+            while let Some(ev) = lines.next(Duration::from_secs(120)).await {
+                let name = ev["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                if tx.send((w, name, Instant::now())).is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = if quick { 20 } else { 50 };
+    let mut delays = vec![];
+    for i in 0..writes {
+        let mut p = pod(&format!("watched-{i}"), i);
+        p["metadata"]["labels"]["app"] = json!("watched");
+        let start = Instant::now();
+        let r = http
+            .json("POST", &format!("/api/v1/namespaces/{NS}/pods"), &p)
+            .await;
+        assert_eq!(r.status, 201);
+        let want = format!("watched-{i}");
+        let mut seen = std::collections::HashSet::new();
+        let mut last = start;
+        while seen.len() < watchers {
+            match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+                Ok(Some((w, name, at))) if name == want => {
+                    seen.insert(w);
+                    last = at;
+                }
+                Ok(Some(_)) => {}
+                _ => panic!("only {} of {watchers} watchers saw {want}", seen.len()),
+            }
+        }
+        delays.push(last - start);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    delays.sort();
+    println!(
+        "{watchers} watchers: write-to-delivery-to-all p50 {}, p99 {} over {writes} writes (the write's own latency included)",
+        ms(percentile(&delays, 0.5)),
+        ms(percentile(&delays, 0.99))
+    );
+    println!(
+        "apiserver RSS with {watchers} watchers open: {:.0} MB",
+        rss_mb(api.child.id())
+    );
+    for h in handles {
+        h.abort();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("atoll-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("bench dir");
+    d
+}

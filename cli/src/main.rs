@@ -1,0 +1,79 @@
+//! `atoll`: one binary for every component. This file only parses flags and calls each crate's entry.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "atoll",
+    version,
+    about = "Atoll: a Kubernetes-compatible orchestrator for Atomic hosts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server (the Kubernetes REST API, stored in etcd).
+    Apiserver(ApiserverArgs),
+}
+
+#[derive(clap::Args)]
+struct ApiserverArgs {
+    /// etcd client URLs, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    etcd_servers: Vec<String>,
+    /// Address to listen on. There is no authentication yet: keep it on loopback unless you know why.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: IpAddr,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 6443)]
+    port: u16,
+    /// CIDR that Service ClusterIPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: String,
+    /// Port range that Service NodePorts are allocated from.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// Directory for the API server's own files.
+    #[arg(long, default_value = "/var/lib/atoll/apiserver")]
+    data_dir: PathBuf,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATOLL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Apiserver(a) => runtime.block_on(async {
+            let config = atoll_apiserver::Config {
+                etcd_servers: a.etcd_servers,
+                bind_address: a.bind_address,
+                port: a.port,
+                service_cluster_ip_range: a.service_cluster_ip_range,
+                service_node_port_range: a.service_node_port_range,
+                data_dir: a.data_dir,
+            };
+            atoll_apiserver::run(config)
+                .await
+                .context("atoll apiserver")
+        }),
+    }
+}

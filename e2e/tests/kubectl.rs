@@ -1,0 +1,483 @@
+//! The real kubectl (the `/usr/bin/kubectl` dispatcher, which runs kubectl 1.33 against Atoll, and
+//! kubectl 1.27 directly) against the `atoll apiserver` binary on a real etcd.
+//! OpenAPI is not served yet, so commands that validate run with `--validate=false`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use atoll_testkit::{Etcd, atoll_bin, free_port, wait_until};
+use serde_json::Value;
+
+/// etcd plus the `atoll apiserver` process, with a kubeconfig and a private HOME for kubectl.
+struct Env {
+    api: Child,
+    dir: tempfile::TempDir,
+    _etcd: Etcd,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.api.kill();
+        let _ = self.api.wait();
+    }
+}
+
+fn kubectl_dir() -> Option<PathBuf> {
+    let real = std::fs::canonicalize("/usr/bin/kubectl").ok()?;
+    Some(real.parent()?.to_path_buf())
+}
+
+impl Env {
+    fn start() -> Env {
+        let etcd = Etcd::start();
+        let dir = tempfile::Builder::new()
+            .prefix("atoll-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("apiserver.log")).expect("log file");
+        let api = Command::new(atoll_bin())
+            .args([
+                "apiserver",
+                "--etcd-servers",
+                &etcd.url,
+                "--bind-address",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args([
+                "--service-cluster-ip-range",
+                "10.97.0.0/24",
+                "--service-node-port-range",
+                "31000-31099",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("apiserver"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("atoll binary runs");
+        let ready = format!("http://127.0.0.1:{port}/readyz");
+        wait_until(
+            "the API server to be ready",
+            Duration::from_secs(60),
+            || {
+                Command::new("curl")
+                    .args(["-sf", "--max-time", "1", &ready])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        );
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: atoll\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: admin\n  user: {{}}\ncontexts:\n- name: atoll\n  context:\n    cluster: atoll\n    user: admin\ncurrent-context: atoll\n"
+        );
+        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).expect("kubeconfig");
+        Env {
+            api,
+            dir,
+            _etcd: etcd,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, binary: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(binary);
+        c.args(args)
+            .env("KUBECONFIG", self.path("kubeconfig"))
+            .env("HOME", self.dir.path())
+            .env_remove("KUBECTL_EXTERNAL_DIFF");
+        c
+    }
+
+    fn run_with(&self, binary: &Path, args: &[&str]) -> Output {
+        let out = self.command(binary, args).output().expect("kubectl runs");
+        eprintln!(
+            "$ kubectl {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs `/usr/bin/kubectl` and returns stdout; panics (with stderr) on failure.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run_with(Path::new("/usr/bin/kubectl"), args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `/usr/bin/kubectl` expecting failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run_with(Path::new("/usr/bin/kubectl"), args);
+        assert!(
+            !out.status.success(),
+            "kubectl {} should fail",
+            args.join(" ")
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn write(&self, name: &str, content: &str) -> String {
+        let p = self.path(name);
+        std::fs::write(&p, content).expect("manifest");
+        p.to_string_lossy().into_owned()
+    }
+}
+
+const POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels:
+    app: web
+spec:
+  containers:
+  - name: web
+    image: busybox:1.36
+    command: [httpd, -f, -p, '8080']
+    ports:
+    - containerPort: 8080
+";
+
+const SERVICE: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  type: NodePort
+  selector:
+    app: web
+  ports:
+  - port: 80
+    targetPort: 8080
+";
+
+const RC: &str = "apiVersion: v1
+kind: ReplicationController
+metadata:
+  name: web-rc
+spec:
+  replicas: 1
+  selector:
+    app: web-rc
+  template:
+    metadata:
+      labels:
+        app: web-rc
+    spec:
+      containers:
+      - name: web
+        image: busybox:1.36
+";
+
+const NODE: &str = "apiVersion: v1
+kind: Node
+metadata:
+  name: node-1
+  labels:
+    node-role.kubernetes.io/worker: ''
+";
+
+fn has_kubectl() -> bool {
+    Path::new("/usr/bin/kubectl").exists()
+}
+
+#[test]
+fn kubectl_everyday_commands() {
+    if !has_kubectl() {
+        eprintln!("kubectl is not installed: skipping");
+        return;
+    }
+    let env = Env::start();
+
+    // Discovery and namespaces.
+    let ns = env.ok(&["get", "namespaces"]);
+    for want in ["NAME", "STATUS", "default", "kube-system", "Active"] {
+        assert!(ns.contains(want), "{want} missing in:\n{ns}");
+    }
+    let resources = env.ok(&["api-resources"]);
+    assert!(
+        resources.lines().any(
+            |l| l.split_whitespace().collect::<Vec<_>>() == ["pods", "po", "v1", "true", "Pod"]
+        ),
+        "{resources}"
+    );
+    assert!(resources.contains("deployments") && resources.contains("apps/v1"));
+
+    // create -f, get in every output format.
+    let pod = env.write("pod.yaml", POD);
+    assert_eq!(
+        env.ok(&["create", "-f", &pod, "--validate=false"]).trim(),
+        "pod/web created"
+    );
+    assert!(
+        env.fails(&["create", "-f", &pod, "--validate=false"])
+            .contains("AlreadyExists")
+    );
+    let table = env.ok(&["get", "pods"]);
+    assert!(
+        table.contains("READY")
+            && table.contains("web")
+            && table.contains("0/1")
+            && table.contains("Pending"),
+        "{table}"
+    );
+    let wide = env.ok(&["get", "pods", "-o", "wide"]);
+    assert!(
+        wide.contains("NODE") && wide.contains("NOMINATED NODE"),
+        "{wide}"
+    );
+    let yaml = env.ok(&["get", "pod", "web", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: Pod") && yaml.contains("resourceVersion:"),
+        "{yaml}"
+    );
+    let json: Value =
+        serde_json::from_str(&env.ok(&["get", "pods", "-o", "json"])).expect("json list");
+    assert_eq!(json["kind"], "List");
+    assert_eq!(json["items"][0]["metadata"]["name"], "web");
+    assert!(
+        env.ok(&["get", "pods", "-l", "app=web", "-o", "name"])
+            .contains("pod/web")
+    );
+    assert!(env.ok(&["get", "pods", "-l", "app=other"]).is_empty());
+    assert!(
+        env.ok(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "status.phase=Pending",
+            "-o",
+            "name"
+        ])
+        .contains("pod/web")
+    );
+    assert!(
+        !env.ok(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "status.phase=Running",
+            "-o",
+            "name"
+        ])
+        .contains("pod/web")
+    );
+
+    // More pods, listed in chunks of one.
+    for i in 0..3 {
+        let m = POD
+            .replace("name: web\n", &format!("name: extra-{i}\n"))
+            .replace("app: web", "app: extra");
+        env.ok(&[
+            "create",
+            "-f",
+            &env.write(&format!("extra-{i}.yaml"), &m),
+            "--validate=false",
+        ]);
+    }
+    let chunked = env.ok(&["get", "pods", "--chunk-size=1", "-o", "name"]);
+    assert_eq!(chunked.lines().count(), 4, "{chunked}");
+
+    // label, annotate, patch, replace.
+    env.ok(&["label", "pod", "web", "tier=front"]);
+    env.ok(&["annotate", "pod", "web", "note=hello"]);
+    env.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"patched":"merge"}}}"#,
+    ]);
+    env.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/json","value":"yes"}]"#,
+    ]);
+    let got: Value =
+        serde_json::from_str(&env.ok(&["get", "pod", "web", "-o", "json"])).expect("pod json");
+    assert_eq!(got["metadata"]["labels"]["tier"], "front");
+    assert_eq!(got["metadata"]["labels"]["patched"], "merge");
+    assert_eq!(got["metadata"]["labels"]["json"], "yes");
+    assert_eq!(got["metadata"]["annotations"]["note"], "hello");
+    let replaced = POD.replace("app: web", "app: web\n    replaced: 'yes'");
+    env.ok(&[
+        "replace",
+        "-f",
+        &env.write("pod2.yaml", &replaced),
+        "--validate=false",
+    ]);
+    let got: Value =
+        serde_json::from_str(&env.ok(&["get", "pod", "web", "-o", "json"])).expect("pod json");
+    assert_eq!(got["metadata"]["labels"]["replaced"], "yes");
+    let immutable = replaced.replace("'8080'", "'9090'");
+    let err = env.fails(&[
+        "replace",
+        "-f",
+        &env.write("pod3.yaml", &immutable),
+        "--validate=false",
+    ]);
+    assert!(err.contains("pod updates may not change fields"), "{err}");
+
+    // describe.
+    let described = env.ok(&["describe", "pod", "web"]);
+    assert!(
+        described.contains("Name:") && described.contains("web") && described.contains("Events:"),
+        "{described}"
+    );
+
+    // Services, replication controllers, nodes.
+    assert_eq!(
+        env.ok(&[
+            "create",
+            "-f",
+            &env.write("svc.yaml", SERVICE),
+            "--validate=false"
+        ])
+        .trim(),
+        "service/web created"
+    );
+    let svc = env.ok(&["get", "svc", "web"]);
+    assert!(
+        svc.contains("NodePort") && svc.contains("10.97.0.") && svc.contains("80:31"),
+        "{svc}"
+    );
+    env.ok(&[
+        "create",
+        "-f",
+        &env.write("rc.yaml", RC),
+        "--validate=false",
+    ]);
+    env.ok(&["scale", "rc", "web-rc", "--replicas=3"]);
+    let rc: Value =
+        serde_json::from_str(&env.ok(&["get", "rc", "web-rc", "-o", "json"])).expect("rc json");
+    assert_eq!(rc["spec"]["replicas"], 3);
+    assert!(env.ok(&["get", "rc"]).contains("DESIRED"));
+    env.ok(&[
+        "create",
+        "-f",
+        &env.write("node.yaml", NODE),
+        "--validate=false",
+    ]);
+    let nodes = env.ok(&["get", "nodes"]);
+    assert!(
+        nodes.contains("node-1") && nodes.contains("worker"),
+        "{nodes}"
+    );
+    let all = env.ok(&["get", "all"]);
+    for want in ["pod/web", "service/web", "replicationcontroller/web-rc"] {
+        assert!(all.contains(want), "{want} missing from get all:\n{all}");
+    }
+
+    // get -w sees a change as it happens.
+    let mut watch = env
+        .command(
+            Path::new("/usr/bin/kubectl"),
+            &["get", "pods", "-w", "--request-timeout=30s"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("get -w prints the list");
+    assert!(first.contains("NAME"), "{first}");
+    env.ok(&["label", "pod", "extra-0", "seen=yes"]);
+    env.ok(&[
+        "create",
+        "-f",
+        &env.write("late.yaml", &POD.replace("name: web\n", "name: late\n")),
+        "--validate=false",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut saw_late = false;
+    while std::time::Instant::now() < deadline && !saw_late {
+        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) {
+            saw_late = line.starts_with("late ");
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(saw_late, "kubectl get -w did not show the new pod");
+
+    // delete by name, -f and -l.
+    assert!(
+        env.ok(&["delete", "pod", "late"])
+            .contains("pod \"late\" deleted")
+    );
+    env.ok(&["delete", "-f", &pod]);
+    assert!(
+        env.ok(&["delete", "pods", "-l", "app=extra"])
+            .lines()
+            .count()
+            == 3
+    );
+    assert!(env.ok(&["get", "pods", "-o", "name"]).trim().is_empty());
+    assert!(env.fails(&["get", "pod", "web"]).contains("NotFound"));
+
+    // Namespaces: created from a file, terminating on delete (the namespace controller finishes it).
+    env.ok(&[
+        "create",
+        "-f",
+        &env.write(
+            "ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n",
+        ),
+        "--validate=false",
+    ]);
+    env.ok(&["delete", "namespace", "team", "--wait=false"]);
+    assert!(
+        env.ok(&["get", "namespace", "team"])
+            .contains("Terminating")
+    );
+
+    // kubectl 1.27 against the same server.
+    if let Some(dir) = kubectl_dir().filter(|d| d.join("kubectl.1.27").exists()) {
+        let old = dir.join("kubectl.1.27");
+        let out = env.run_with(&old, &["get", "namespaces"]);
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("kube-system")
+        );
+        let out = env.run_with(&old, &["create", "-f", &pod, "--validate=false"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = env.run_with(&old, &["get", "pods", "-o", "wide"]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("web"));
+        let out = env.run_with(&old, &["delete", "pod", "web"]);
+        assert!(out.status.success());
+    }
+    let _ = std::io::stderr().flush();
+}

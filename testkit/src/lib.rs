@@ -1,0 +1,352 @@
+//! Test harness shared by integration tests, e2e tests and benchmarks: a real etcd on free ports in a
+//! private directory, an in-process API server on it, and a small HTTP client. Everything started is
+//! stopped when its handle is dropped, also when a test fails.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on loopback")
+}
+
+/// Polls `check` every 50 ms until it returns true or `deadline` passes.
+pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A real etcd server, killed and its directory removed on drop.
+pub struct Etcd {
+    child: Child,
+    /// Client URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts etcd on free ports in a new temporary directory and waits until it answers.
+    pub fn start() -> Etcd {
+        let dir = tempfile::Builder::new()
+            .prefix("atoll-etcd-")
+            .tempdir()
+            .expect("temp dir");
+        Self::start_in(dir)
+    }
+
+    fn start_in(dir: tempfile::TempDir) -> Etcd {
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log file");
+        let child = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .args(["--quota-backend-bytes", "4294967296"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd must be installed (deploy/install-deps installs etcd-server)");
+        let etcd = Etcd { child, url, dir };
+        let health = format!("{}/health", etcd.url);
+        wait_until("etcd to answer", Duration::from_secs(30), || {
+            Command::new("curl")
+                .args(["-sf", "--max-time", "1", &health])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        etcd
+    }
+
+    /// The directory etcd keeps its data and log in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An etcd and an in-process API server on it.
+pub struct Cluster {
+    /// The API server.
+    pub api: Option<atoll_apiserver::Handle>,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The etcd it stores into.
+    pub etcd: Etcd,
+    /// Private directory for the server's files.
+    pub dir: tempfile::TempDir,
+}
+
+/// The API server configuration tests use: loopback, free port, a small node port range.
+pub fn api_config(etcd: &Etcd, dir: &Path) -> atoll_apiserver::Config {
+    atoll_apiserver::Config {
+        etcd_servers: vec![etcd.url.clone()],
+        bind_address: "127.0.0.1".parse().expect("loopback"),
+        port: 0,
+        service_cluster_ip_range: "10.96.0.0/24".into(),
+        service_node_port_range: "30000-30099".into(),
+        data_dir: dir.to_path_buf(),
+    }
+}
+
+impl Cluster {
+    /// Starts etcd and an API server on it (in this process, on a free port).
+    pub async fn start() -> Cluster {
+        let etcd = tokio::task::spawn_blocking(Etcd::start)
+            .await
+            .expect("etcd start");
+        let dir = tempfile::Builder::new()
+            .prefix("atoll-api-")
+            .tempdir()
+            .expect("temp dir");
+        Self::start_with(etcd, dir, |_| {}).await
+    }
+
+    /// Starts an API server on an existing etcd, with the config adjusted by `tweak`.
+    pub async fn start_with(
+        etcd: Etcd,
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut atoll_apiserver::Config),
+    ) -> Cluster {
+        let mut config = api_config(&etcd, dir.path());
+        tweak(&mut config);
+        let api = atoll_apiserver::start(config)
+            .await
+            .expect("API server start");
+        let base = format!("http://{}", api.addr);
+        Cluster {
+            api: Some(api),
+            base,
+            etcd,
+            dir,
+        }
+    }
+
+    /// Stops the API server and starts a new one on the same etcd (as after a restart).
+    pub async fn restart(mut self) -> Cluster {
+        if let Some(api) = self.api.take() {
+            api.stop().await;
+        }
+        let Cluster { etcd, dir, .. } = self;
+        Self::start_with(etcd, dir, |_| {}).await
+    }
+
+    /// A client for this server.
+    pub fn http(&self) -> Http {
+        Http::new(&self.base)
+    }
+}
+
+/// A response: status, content type and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Content-Type header.
+    pub content_type: String,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON (Null when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// A small HTTP/1.1 client for tests.
+#[derive(Clone)]
+pub struct Http {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Http {
+    /// A client for `base` (`http://host:port`).
+    pub fn new(base: &str) -> Http {
+        Http {
+            base: base.trim_end_matches('/').to_string(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    fn build(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> hyper::Request<Full<Bytes>> {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(Full::new(body)).expect("valid request")
+    }
+
+    /// Sends a request and reads the whole answer.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let resp = self
+            .client
+            .request(self.build(method, path, headers, body.into()))
+            .await
+            .expect("request sent");
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("body read")
+            .to_bytes();
+        Reply {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    /// GET with JSON accepted.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, &[("accept", "application/json")], Bytes::new())
+            .await
+    }
+
+    /// Sends a JSON body with `method`.
+    pub async fn json(&self, method: &str, path: &str, body: &Value) -> Reply {
+        self.send(
+            method,
+            path,
+            &[("content-type", "application/json")],
+            serde_json::to_vec(body).expect("json"),
+        )
+        .await
+    }
+
+    /// PATCH with a content type.
+    pub async fn patch(&self, path: &str, content_type: &str, body: &Value) -> Reply {
+        self.send(
+            "PATCH",
+            path,
+            &[("content-type", content_type)],
+            serde_json::to_vec(body).expect("json"),
+        )
+        .await
+    }
+
+    /// Opens a watch (or any streaming GET) and returns its lines as they come.
+    pub async fn stream(&self, path: &str, accept: &str) -> Lines {
+        let resp = self
+            .client
+            .request(self.build("GET", path, &[("accept", accept)], Bytes::new()))
+            .await
+            .expect("watch request sent");
+        Lines {
+            status: resp.status().as_u16(),
+            body: resp.into_body(),
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// The lines of a streaming response.
+pub struct Lines {
+    /// HTTP status.
+    pub status: u16,
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    /// The next line parsed as JSON, or None when the stream ends or `timeout` passes first.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return serde_json::from_slice(&line).ok();
+            }
+            let frame = tokio::time::timeout_at(deadline, self.body.frame())
+                .await
+                .ok()??
+                .ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buf.extend_from_slice(&data);
+            }
+        }
+    }
+}
+
+/// The path of the built `atoll` binary (`ATOLL_BIN`, or `target/<profile>/atoll` in the workspace).
+pub fn atoll_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ATOLL_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    for profile in ["debug", "release"] {
+        let p = target.join(profile).join("atoll");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("the atoll binary is not built: run `cargo build -p atoll` first (deploy/test does)")
+}
