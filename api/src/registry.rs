@@ -32,21 +32,30 @@ impl Subresource {
     }
 }
 
+/// Which rules an update follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateScope {
+    /// An update of the main resource: update validation (immutable fields) applies.
+    Spec,
+    /// A status update: status validation applies.
+    Status,
+    /// A server-internal change (binding, scale): only the object's own validity is checked.
+    System,
+}
+
 /// Per-kind behaviour over JSON objects; implemented once per k8s-openapi type by [`crate::kinds::Typed`].
+/// Each call decodes the object through the kind's type once, so the result has the kind's exact shape.
 pub trait Strategy: Send + Sync {
-    /// Decodes and re-encodes through the typed struct, so the object has the kind's exact shape.
-    /// Returns a message saying what does not fit.
-    fn normalize(&self, obj: Value) -> Result<Value, String>;
-    /// Fills defaults and resets what clients may not set on create (e.g. status).
-    fn prepare_create(&self, obj: &mut Value);
-    /// Fills defaults on update; `old` is the stored object.
-    fn prepare_update(&self, new: &mut Value, old: &Value);
-    /// Checks a new object.
-    fn validate(&self, obj: &Value) -> Vec<Cause>;
-    /// Checks an update (immutable fields) after `validate` passed.
-    fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause>;
-    /// Checks a status update.
-    fn validate_status_update(&self, new: &Value, old: &Value) -> Vec<Cause>;
+    /// Fills defaults, resets what clients may not set on create (e.g. status) and validates.
+    /// Returns the object and every problem found (none: valid), or why it does not decode as the kind.
+    fn create(&self, obj: Value) -> Result<(Value, Vec<Cause>), String>;
+    /// Fills defaults and validates an update of `old` under `scope`.
+    fn update(
+        &self,
+        new: Value,
+        old: &Value,
+        scope: UpdateScope,
+    ) -> Result<(Value, Vec<Cause>), String>;
     /// Table columns kubectl shows for this kind.
     fn columns(&self) -> &[Column];
     /// The cells of one object's row, in column order.

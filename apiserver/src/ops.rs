@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use atoll_api::validation::object_meta;
-use atoll_api::{ApiError, ApiResult, Cause, KindInfo, Subresource, meta};
+use atoll_api::{ApiError, ApiResult, Cause, KindInfo, Subresource, UpdateScope, meta};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rand::Rng;
 use serde::Deserialize;
@@ -154,14 +154,12 @@ pub fn check_type(kind: &KindInfo, obj: &mut Value) -> ApiResult<()> {
     Ok(())
 }
 
-/// Decodes through the kind's type so the object has its exact shape (400 on a mismatch).
-fn normalize(kind: &KindInfo, obj: Value) -> ApiResult<Value> {
-    kind.strategy.normalize(obj).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{} in version \"{}\" cannot be handled as a {}: {e}",
-            kind.kind, kind.version, kind.kind
-        ))
-    })
+/// The 400 for a body that does not decode as the kind.
+fn undecodable(kind: &KindInfo, e: String) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} in version \"{}\" cannot be handled as a {}: {e}",
+        kind.kind, kind.version, kind.kind
+    ))
 }
 
 fn validate_meta(kind: &KindInfo, obj: &Value, out: &mut Vec<Cause>) {
@@ -324,7 +322,6 @@ impl Server {
         } else {
             meta::set(&mut obj, "namespace", None);
         }
-        let mut obj = normalize(kind, obj)?;
         let generate =
             meta::name(&obj).is_empty() && !meta::str_field(&obj, "generateName").is_empty();
         let m = meta::meta_mut(&mut obj);
@@ -347,7 +344,6 @@ impl Server {
         } else {
             m.remove("generation");
         }
-        kind.strategy.prepare_create(&mut obj);
         if generate {
             let name = format!(
                 "{}{}",
@@ -356,9 +352,11 @@ impl Server {
             );
             meta::set(&mut obj, "name", Some(name.into()));
         }
-        let mut causes = vec![];
+        let (mut obj, mut causes) = kind
+            .strategy
+            .create(obj)
+            .map_err(|e| undecodable(kind, e))?;
         validate_meta(kind, &obj, &mut causes);
-        causes.extend(kind.strategy.validate(&obj));
         if !causes.is_empty() {
             return Err(invalid(kind, &obj, causes));
         }
@@ -541,7 +539,7 @@ impl Server {
                 if merged["status"].is_null() {
                     merged.as_object_mut().map(|m| m.remove("status"));
                 }
-                normalize(kind, merged)?
+                merged
             }
             UpdateMode::Finalize => {
                 let mut merged = old.clone();
@@ -549,7 +547,7 @@ impl Server {
                     .pointer("/spec/finalizers")
                     .cloned()
                     .unwrap_or(json!([]));
-                normalize(kind, merged)?
+                merged
             }
             UpdateMode::Main | UpdateMode::System => {
                 let body_name = meta::name(&new);
@@ -576,7 +574,7 @@ impl Server {
                         ),
                     ));
                 }
-                let mut new = normalize(kind, new)?;
+                let mut new = new;
                 meta::set(&mut new, "name", Some(name.into()));
                 if kind.namespaced {
                     meta::set(&mut new, "namespace", Some(namespace.into()));
@@ -608,9 +606,15 @@ impl Server {
             };
         }
         m.remove("selfLink");
-        if mode != UpdateMode::Status {
-            kind.strategy.prepare_update(&mut new, old);
-        }
+        let scope = match mode {
+            UpdateMode::Main | UpdateMode::Finalize => UpdateScope::Spec,
+            UpdateMode::Status => UpdateScope::Status,
+            UpdateMode::System => UpdateScope::System,
+        };
+        let (mut new, mut causes) = kind
+            .strategy
+            .update(new, old, scope)
+            .map_err(|e| undecodable(kind, e))?;
         if kind.has_spec && new.get("spec") != old.get("spec") {
             let generation = old
                 .pointer("/metadata/generation")
@@ -619,16 +623,7 @@ impl Server {
                 + 1;
             meta::set(&mut new, "generation", Some(generation.into()));
         }
-        let mut causes = vec![];
         validate_meta(kind, &new, &mut causes);
-        causes.extend(kind.strategy.validate(&new));
-        match mode {
-            UpdateMode::Main | UpdateMode::Finalize => {
-                causes.extend(kind.strategy.validate_update(&new, old))
-            }
-            UpdateMode::Status => causes.extend(kind.strategy.validate_status_update(&new, old)),
-            UpdateMode::System => {}
-        }
         if meta::is_deleting(old) {
             let before: BTreeSet<String> = meta::finalizers(old).into_iter().collect();
             if meta::finalizers(&new).iter().any(|f| !before.contains(f)) {

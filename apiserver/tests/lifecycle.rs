@@ -338,6 +338,26 @@ async fn service_allocation_is_unique_transactional_and_durable() {
     );
     assert!(r["message"].as_str().unwrap().contains("valid range"));
     expect(&h.get(&format!("{SVCS}/dup")).await, 404);
+    let r = expect(
+        &h.json(
+            "POST",
+            SVCS,
+            &service(
+                "cip-port",
+                "ClusterIP",
+                json!({"ports": [{"port": 80, "nodePort": 30050}]}),
+            ),
+        )
+        .await,
+        422,
+    );
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("may not be used when `type` is 'ClusterIP'"),
+        "{r}"
+    );
 
     // Updates keep allocations; a type change releases the node port; delete releases the IP.
     let s0 = expect(&h.get(&format!("{SVCS}/s0")).await, 200);

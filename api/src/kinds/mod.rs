@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::Cause;
-use crate::registry::{KindInfo, Registry, Strategy, Subresource};
+use crate::registry::{KindInfo, Registry, Strategy, Subresource, UpdateScope};
 use crate::table::Column;
 use crate::validation::NameRule;
 
@@ -36,6 +36,8 @@ pub struct Typed<K> {
     pub default: fn(&mut K),
     /// Resets what a client may not set on create (e.g. status) after defaulting.
     pub prepare_create: fn(&mut K),
+    /// Adjusts an update of the main resource to the stored object (e.g. drops what a type change makes moot).
+    pub prepare_update: fn(&mut K, &K),
     /// Checks the object (metadata is checked by the server).
     pub validate: fn(&K, &mut Vec<Cause>),
     /// Checks an update against the stored object (immutable fields).
@@ -49,6 +51,7 @@ fn no_row<K>(_: &K, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
     vec![crate::table::age(crate::table::created(obj), now).into()]
 }
 fn nothing<K>(_: &mut K) {}
+fn nothing2<K>(_: &mut K, _: &K) {}
 fn no_check<K>(_: &K, _: &mut Vec<Cause>) {}
 fn no_check2<K>(_: &K, _: &K, _: &mut Vec<Cause>) {}
 
@@ -59,6 +62,7 @@ impl<K> Default for Typed<K> {
             row: no_row::<K>,
             default: nothing::<K>,
             prepare_create: nothing::<K>,
+            prepare_update: nothing2::<K>,
             validate: no_check::<K>,
             validate_update: no_check2::<K>,
             validate_status_update: no_check2::<K>,
@@ -71,55 +75,42 @@ fn decode<K: DeserializeOwned>(obj: &Value) -> Result<K, String> {
     K::deserialize(obj).map_err(|e| e.to_string())
 }
 
-fn encode<K: Serialize>(k: &K, into: &mut Value) {
-    // Serializing a k8s-openapi struct cannot fail; keep the input if it somehow does.
-    if let Ok(v) = serde_json::to_value(k) {
-        *into = v;
-    }
+fn encode<K: Serialize>(k: &K) -> Result<Value, String> {
+    serde_json::to_value(k).map_err(|e| e.to_string())
 }
 
 impl<K> Strategy for Typed<K>
 where
     K: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    fn normalize(&self, obj: Value) -> Result<Value, String> {
-        let k: K = decode(&obj)?;
-        serde_json::to_value(&k).map_err(|e| e.to_string())
+    fn create(&self, obj: Value) -> Result<(Value, Vec<Cause>), String> {
+        let mut k: K = decode(&obj)?;
+        (self.default)(&mut k);
+        (self.prepare_create)(&mut k);
+        let mut causes = vec![];
+        (self.validate)(&k, &mut causes);
+        Ok((encode(&k)?, causes))
     }
-    fn prepare_create(&self, obj: &mut Value) {
-        if let Ok(mut k) = decode::<K>(obj) {
-            (self.default)(&mut k);
-            (self.prepare_create)(&mut k);
-            encode(&k, obj);
+    fn update(
+        &self,
+        new: Value,
+        old: &Value,
+        scope: UpdateScope,
+    ) -> Result<(Value, Vec<Cause>), String> {
+        let mut k: K = decode(&new)?;
+        let old: K = decode(old)?;
+        (self.default)(&mut k);
+        if scope != UpdateScope::Status {
+            (self.prepare_update)(&mut k, &old);
         }
-    }
-    fn prepare_update(&self, new: &mut Value, _old: &Value) {
-        if let Ok(mut k) = decode::<K>(new) {
-            (self.default)(&mut k);
-            encode(&k, new);
+        let mut causes = vec![];
+        (self.validate)(&k, &mut causes);
+        match scope {
+            UpdateScope::Spec => (self.validate_update)(&k, &old, &mut causes),
+            UpdateScope::Status => (self.validate_status_update)(&k, &old, &mut causes),
+            UpdateScope::System => {}
         }
-    }
-    fn validate(&self, obj: &Value) -> Vec<Cause> {
-        let mut out = vec![];
-        match decode::<K>(obj) {
-            Ok(k) => (self.validate)(&k, &mut out),
-            Err(e) => out.push(Cause::invalid("", "", e)),
-        }
-        out
-    }
-    fn validate_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
-        let mut out = vec![];
-        if let (Ok(n), Ok(o)) = (decode::<K>(new), decode::<K>(old)) {
-            (self.validate_update)(&n, &o, &mut out);
-        }
-        out
-    }
-    fn validate_status_update(&self, new: &Value, old: &Value) -> Vec<Cause> {
-        let mut out = vec![];
-        if let (Ok(n), Ok(o)) = (decode::<K>(new), decode::<K>(old)) {
-            (self.validate_status_update)(&n, &o, &mut out);
-        }
-        out
+        Ok((encode(&k)?, causes))
     }
     fn columns(&self) -> &[Column] {
         self.columns

@@ -46,6 +46,7 @@ pub fn service() -> Typed<Service> {
         row: service_row,
         default: default_service,
         prepare_create: prepare_service,
+        prepare_update: prepare_service_update,
         validate: validate_service,
         validate_update: validate_service_update,
         ..Typed::default()
@@ -123,12 +124,19 @@ fn default_service(svc: &mut Service) {
     if type_of(spec) == "LoadBalancer" {
         spec.allocate_load_balancer_node_ports.get_or_insert(true);
     }
-    drop_type_dependent_fields(spec);
 }
 
-/// Drops what the Service's type does not use, as Kubernetes does when an update changes the type
-/// (e.g. NodePort to ClusterIP keeps no node ports; ExternalName keeps no cluster IP). Done on every
-/// defaulting, since the hook does not see the stored object; the server's allocator agrees.
+/// Drops what the Service's new type does not use when an update changes the type, as Kubernetes
+/// does (NodePort to ClusterIP keeps no node ports; ExternalName keeps no cluster IP).
+fn prepare_service_update(new: &mut Service, old: &Service) {
+    let old_type = old.spec.as_ref().map(type_of).unwrap_or("ClusterIP");
+    if let Some(spec) = new.spec.as_mut()
+        && type_of(spec) != old_type
+    {
+        drop_type_dependent_fields(spec);
+    }
+}
+
 fn drop_type_dependent_fields(spec: &mut ServiceSpec) {
     if !needs_node_ports(spec) {
         for p in spec.ports.iter_mut().flatten() {
@@ -516,10 +524,17 @@ mod tests {
             None
         );
         assert!(check(&e).is_empty(), "{:?}", check(&e));
-        // A type change drops what the new type does not use.
+        // A type change drops what the new type does not use; a new ClusterIP Service may not ask for one.
         let mut c =
             svc(json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30080}]}}));
         default_service(&mut c);
+        assert!(
+            !check(&c).is_empty(),
+            "nodePort on a ClusterIP Service is refused"
+        );
+        let old =
+            svc(json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}}));
+        prepare_service_update(&mut c, &old);
         assert_eq!(
             c.spec
                 .as_ref()
@@ -532,6 +547,7 @@ mod tests {
             json!({"spec": {"type": "ExternalName", "externalName": "db.example.com", "clusterIP": "10.96.0.5", "clusterIPs": ["10.96.0.5"]}}),
         );
         default_service(&mut e);
+        prepare_service_update(&mut e, &old);
         assert!(check(&e).is_empty(), "{:?}", check(&e));
     }
 
