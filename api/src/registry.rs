@@ -136,26 +136,32 @@ impl KindInfo {
     }
     /// The value of a field selector field on `obj`, or `None` if the field is not supported for this kind.
     pub fn field_value(&self, obj: &Value, field: &str) -> Option<String> {
-        let default = if field == "metadata.name" || field == "metadata.namespace" {
-            ""
-        } else {
-            self.fields
-                .iter()
-                .find(|(f, _)| f == field)
-                .map(|(_, d)| d.as_str())?
-        };
-        let mut cur = obj;
-        for part in field.split('.') {
-            match cur.get(part) {
-                Some(v) => cur = v,
-                None => return Some(default.to_string()),
-            }
+        let default = self.field_default(field)?;
+        Some(field_string(
+            obj.pointer(&format!("/{}", field.replace('.', "/"))),
+            default,
+        ))
+    }
+
+    /// The value an absent field has for field selectors, or `None` if the field is not supported.
+    pub fn field_default(&self, field: &str) -> Option<&str> {
+        if field == "metadata.name" || field == "metadata.namespace" {
+            return Some("");
         }
-        Some(match cur {
-            Value::String(s) => s.clone(),
-            Value::Null => default.to_string(),
-            other => other.to_string(),
-        })
+        self.fields
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, d)| d.as_str())
+    }
+}
+
+/// A field's value as field selectors compare it: strings as they are, other values as JSON text,
+/// `default` when absent or null.
+pub fn field_string(v: Option<&Value>, default: &str) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => default.to_string(),
+        Some(other) => other.to_string(),
     }
 }
 

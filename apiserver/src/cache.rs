@@ -9,7 +9,7 @@ use atoll_api::{ApiError, KindInfo};
 use etcd_client::{EventType as EtcdEventType, WatchOptions};
 use tokio::sync::{broadcast, watch};
 
-use crate::object::{Filter, Obj};
+use crate::object::{Filter, Obj, ObjReader};
 use crate::storage::{Store, prefix_end};
 
 /// How many recent events a cache keeps for watches that resume from a resourceVersion.
@@ -102,6 +102,7 @@ pub struct Subscription {
 /// The cache of one resource.
 pub struct WatchCache {
     kind: Arc<KindInfo>,
+    reader: ObjReader,
     state: RwLock<State>,
     events: broadcast::Sender<Arc<Event>>,
     progress: watch::Sender<i64>,
@@ -111,6 +112,7 @@ impl WatchCache {
     /// Starts a cache for `kind`: lists it from etcd, then follows an etcd watch in the background.
     pub fn start(kind: Arc<KindInfo>, store: Store) -> Arc<Self> {
         let cache = Arc::new(WatchCache {
+            reader: ObjReader::new(kind.clone()),
             kind,
             state: RwLock::new(State {
                 objects: BTreeMap::new(),
@@ -237,7 +239,7 @@ impl WatchCache {
                 .map_err(|e| e.to_string())?;
             revision = page.revision;
             for kv in &page.kvs {
-                match Obj::from_stored(&self.kind, &kv.value, kv.revision) {
+                match self.reader.read(&kv.value, kv.revision) {
                     Ok(o) => {
                         objects.insert(kv.key.clone(), Arc::new(o));
                     }
@@ -279,12 +281,10 @@ impl WatchCache {
                 let Some(kv) = ev.kv() else { continue };
                 let key = String::from_utf8_lossy(kv.key()).into_owned();
                 match ev.event_type() {
-                    EtcdEventType::Put => {
-                        match Obj::from_stored(&self.kind, kv.value(), kv.mod_revision()) {
-                            Ok(o) => changes.push((key, Some(Arc::new(o)), kv.mod_revision())),
-                            Err(e) => tracing::error!(key, "skipping undecodable object: {e}"),
-                        }
-                    }
+                    EtcdEventType::Put => match self.reader.read(kv.value(), kv.mod_revision()) {
+                        Ok(o) => changes.push((key, Some(Arc::new(o)), kv.mod_revision())),
+                        Err(e) => tracing::error!(key, "skipping undecodable object: {e}"),
+                    },
                     EtcdEventType::Delete => changes.push((key, None, kv.mod_revision())),
                 }
             }

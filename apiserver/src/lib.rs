@@ -9,6 +9,7 @@
 pub mod alloc;
 pub mod cache;
 pub mod discovery;
+pub mod extract;
 pub mod negotiate;
 pub mod object;
 pub mod ops;

@@ -2,11 +2,15 @@
 //! facts selectors need, so lists and watches filter without parsing JSON again.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use atoll_api::registry::field_string;
 use atoll_api::selector::{FieldSelector, LabelSelector};
 use atoll_api::{ApiError, KindInfo, meta};
 use bytes::Bytes;
 use serde_json::Value;
+
+use crate::extract::Paths;
 
 /// An object read from storage.
 #[derive(Debug, Clone)]
@@ -25,19 +29,104 @@ pub struct Obj {
     pub fields: Vec<String>,
 }
 
-impl Obj {
-    /// Builds an `Obj` from stored bytes (JSON without resourceVersion) and the revision that wrote them.
-    pub fn from_stored(kind: &KindInfo, stored: &[u8], revision: i64) -> Result<Obj, String> {
-        let mut value: Value = serde_json::from_slice(stored)
-            .map_err(|e| format!("stored object is not JSON: {e}"))?;
-        meta::set(
-            &mut value,
-            "resourceVersion",
-            Some(Value::String(revision.to_string())),
+/// Turns stored bytes of one kind into [`Obj`]s: reads only the name, labels and selectable fields,
+/// and splices the resourceVersion into the JSON instead of re-encoding it.
+pub struct ObjReader {
+    kind: Arc<KindInfo>,
+    paths: Paths,
+}
+
+/// Paths read before the kind's fields.
+const NAME: usize = 0;
+const NAMESPACE: usize = 1;
+const LABELS: usize = 2;
+const RESOURCE_VERSION: usize = 3;
+const FIRST_FIELD: usize = 4;
+
+impl ObjReader {
+    /// A reader for `kind`.
+    pub fn new(kind: Arc<KindInfo>) -> Self {
+        let fixed = [
+            "metadata.name",
+            "metadata.namespace",
+            "metadata.labels",
+            "metadata.resourceVersion",
+        ];
+        let paths = Paths::new(
+            fixed
+                .into_iter()
+                .chain(kind.fields.iter().map(|(f, _)| f.as_str())),
         );
-        Ok(Self::from_value(kind, &value, revision))
+        ObjReader { kind, paths }
     }
 
+    /// Builds an `Obj` from stored bytes (JSON without resourceVersion) and the revision that wrote them.
+    pub fn read(&self, stored: &[u8], revision: i64) -> Result<Obj, String> {
+        let values = self
+            .paths
+            .read(stored)
+            .map_err(|e| format!("stored object is not JSON: {e}"))?;
+        let json = match splice_resource_version(stored, revision) {
+            Some(json) if values[RESOURCE_VERSION].is_none() => json,
+            // Not in the shape this server writes: take the slow, certain way.
+            _ => {
+                let mut value: Value = serde_json::from_slice(stored)
+                    .map_err(|e| format!("stored object is not JSON: {e}"))?;
+                meta::set(
+                    &mut value,
+                    "resourceVersion",
+                    Some(Value::String(revision.to_string())),
+                );
+                return Ok(Obj::from_value(&self.kind, &value, revision));
+            }
+        };
+        let text = |i: usize| {
+            values[i]
+                .as_ref()
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let fields = self
+            .kind
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, (_, default))| field_string(values[FIRST_FIELD + i].as_ref(), default))
+            .collect();
+        Ok(Obj {
+            namespace: text(NAMESPACE),
+            name: text(NAME),
+            revision,
+            json: Bytes::from(json),
+            labels: meta::string_map(values[LABELS].as_ref()),
+            fields,
+        })
+    }
+}
+
+/// Inserts `"resourceVersion":"<rev>"` into the top-level `metadata` of JSON written by this server
+/// (compact, keys in order: `apiVersion`, `kind`, `metadata`, …). None when the bytes are not in that shape.
+fn splice_resource_version(stored: &[u8], revision: i64) -> Option<Vec<u8>> {
+    const KEY: &[u8] = b"\"metadata\":{";
+    let at = stored.windows(KEY.len()).position(|w| w == KEY)?;
+    // Only strings come before the top-level metadata, so no other object may open before it.
+    if stored.first() != Some(&b'{') || stored[1..at].contains(&b'{') {
+        return None;
+    }
+    let insert = at + KEY.len();
+    let field = format!("\"resourceVersion\":\"{revision}\"");
+    let mut out = Vec::with_capacity(stored.len() + field.len() + 1);
+    out.extend_from_slice(&stored[..insert]);
+    out.extend_from_slice(field.as_bytes());
+    if stored.get(insert) != Some(&b'}') {
+        out.push(b',');
+    }
+    out.extend_from_slice(&stored[insert..]);
+    Some(out)
+}
+
+impl Obj {
     /// Builds an `Obj` from an object whose resourceVersion is already `revision`.
     pub fn from_value(kind: &KindInfo, value: &Value, revision: i64) -> Obj {
         let fields = kind
@@ -79,7 +168,8 @@ impl Obj {
             .map_err(|e| ApiError::internal(format!("stored object is not JSON: {e}")))
     }
 
-    fn field(&self, kind: &KindInfo, field: &str) -> String {
+    /// The value of a selectable field ("" when the kind has no such field).
+    pub fn field(&self, kind: &KindInfo, field: &str) -> String {
         match field {
             "metadata.name" => self.name.clone(),
             "metadata.namespace" => self.namespace.clone(),
@@ -134,5 +224,41 @@ impl Filter {
             return false;
         }
         self.labels.matches(&obj.labels) && self.fields.matches(|f| obj.field(kind, f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_like_a_full_parse() {
+        let reg = atoll_api::kinds::builtin();
+        let pods = reg.get("", "v1", "pods").unwrap().clone();
+        let reader = ObjReader::new(pods.clone());
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "d", "labels": {"a": "b"}},
+                         "spec": {"nodeName": "n", "containers": []}, "status": {"phase": "Running"}});
+        let stored = serde_json::to_vec(&pod).unwrap();
+        let fast = reader.read(&stored, 42).unwrap();
+        let mut with_rv = pod.clone();
+        with_rv["metadata"]["resourceVersion"] = json!("42");
+        let slow = Obj::from_value(&pods, &with_rv, 42);
+        assert_eq!(fast.value().unwrap(), with_rv);
+        assert_eq!((fast.name.as_str(), fast.namespace.as_str()), ("p", "d"));
+        assert_eq!(fast.labels, slow.labels);
+        assert_eq!(fast.fields, slow.fields);
+        // Objects not in this server's shape take the full parse; a stored resourceVersion is replaced.
+        let odd = br#"{"metadata":{"resourceVersion":"1","name":"x"},"kind":"Pod"}"#;
+        assert_eq!(
+            reader.read(odd, 7).unwrap().value().unwrap()["metadata"]["resourceVersion"],
+            "7"
+        );
+        let empty_meta = br#"{"apiVersion":"v1","kind":"Pod","metadata":{}}"#;
+        assert_eq!(
+            reader.read(empty_meta, 3).unwrap().value().unwrap()["metadata"],
+            json!({"resourceVersion": "3"})
+        );
+        assert!(reader.read(b"{oops", 1).is_err());
     }
 }

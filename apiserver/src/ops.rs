@@ -234,20 +234,23 @@ impl Server {
         let cached = self
             .cache(&ns_kind)
             .get(&object_key(&ns_kind, "", namespace));
-        let obj = match cached {
-            Some(o) => o.value()?,
+        // Deleting a namespace always sets its phase to Terminating, so the phase alone tells.
+        let phase = match cached {
+            Some(o) => o.field(&ns_kind, "status.phase"),
             // The cache may lag behind a namespace created a moment ago: ask etcd.
             None => match self.read(&ns_kind, "", namespace).await {
-                Ok((o, _)) => o,
+                Ok((o, _)) => o
+                    .pointer("/status/phase")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 Err(e) if e.code == 404 => {
                     return Err(ApiError::not_found("", "namespaces", namespace));
                 }
                 Err(e) => return Err(e),
             },
         };
-        if meta::is_deleting(&obj)
-            || obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
-        {
+        if phase == "Terminating" {
             return Err(ApiError::forbidden(
                 "",
                 "namespaces",

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::negotiate::{self, Format};
-use crate::object::{Filter, Obj};
+use crate::object::{Filter, Obj, ObjReader};
 use crate::ops::{DeleteOpts, UpdateMode};
 use crate::request::{Query, Target, object_key};
 use crate::server::Server;
@@ -297,6 +297,7 @@ pub async fn list_objects(
         }
     };
     let limit = usize::try_from(q.limit).unwrap_or(0);
+    let reader = ObjReader::new(kind.clone());
     let mut items = vec![];
     let mut continue_token = None;
     'pages: loop {
@@ -314,7 +315,9 @@ pub async fn list_objects(
         revision = page.revision;
         let count = page.kvs.len();
         for (i, kv) in page.kvs.into_iter().enumerate() {
-            let obj = Obj::from_stored(kind, &kv.value, kv.revision).map_err(ApiError::internal)?;
+            let obj = reader
+                .read(&kv.value, kv.revision)
+                .map_err(ApiError::internal)?;
             if filter.matches(kind, &obj) {
                 items.push(Arc::new(obj));
             }

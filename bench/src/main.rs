@@ -156,6 +156,17 @@ fn rss_mb(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -202,6 +213,7 @@ async fn main() {
         .await;
         let h = http.clone();
         let base = created;
+        let (api_cpu, etcd_cpu) = (cpu_time(api.child.id()), cpu_time(etcd.pid()));
         let api_run = run(total, concurrency, move |i| {
             let h = h.clone();
             let body = serde_json::to_vec(&pod(&format!("p{}", base + i), base + i)).expect("json");
@@ -219,8 +231,14 @@ async fn main() {
         })
         .await;
         created += total;
+        let per = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6 / total as f64);
+        let cpu = format!(
+            "cpu per create: apiserver {}, etcd {}",
+            per(cpu_time(api.child.id()) - api_cpu),
+            per(cpu_time(etcd.pid()) - etcd_cpu)
+        );
         println!(
-            "creates c={concurrency:<3} api {:>7.0}/s (p50 {}, p99 {})  etcd {:>7.0}/s (p50 {}, p99 {})  ratio {:.2}",
+            "creates c={concurrency:<3} api {:>7.0}/s (p50 {}, p99 {})  etcd {:>7.0}/s (p50 {}, p99 {})  ratio {:.2}  ({cpu})",
             api_run.per_sec,
             ms(api_run.p50),
             ms(api_run.p99),

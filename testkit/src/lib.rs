@@ -91,6 +91,11 @@ impl Etcd {
         etcd
     }
 
+    /// The etcd process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The directory etcd keeps its data and log in.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -330,7 +335,8 @@ impl Lines {
     }
 }
 
-/// The path of the built `atoll` binary (`ATOLL_BIN`, or `target/<profile>/atoll` in the workspace).
+/// The path of the built `atoll` binary: `ATOLL_BIN`, or `target/<profile>/atoll` in the workspace,
+/// preferring the profile this code was built with (benchmarks are release builds, tests debug).
 pub fn atoll_bin() -> PathBuf {
     if let Ok(p) = std::env::var("ATOLL_BIN") {
         return PathBuf::from(p);
@@ -342,7 +348,12 @@ pub fn atoll_bin() -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
-    for profile in ["debug", "release"] {
+    let profiles = if cfg!(debug_assertions) {
+        ["debug", "release"]
+    } else {
+        ["release", "debug"]
+    };
+    for profile in profiles {
         let p = target.join(profile).join("atoll");
         if p.exists() {
             return p;
