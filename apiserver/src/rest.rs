@@ -242,6 +242,9 @@ fn encode_continue(rv: i64, next_key: &str, prefix: &str) -> String {
         .encode(serde_json::to_vec(&t).unwrap_or_default())
 }
 
+/// Keys read from etcd per range request of a list.
+const PAGE: usize = 1000;
+
 /// The result of a list: objects, the revision it reflects, and where to continue.
 pub struct Listed {
     /// The selected objects.
@@ -271,7 +274,7 @@ pub async fn list_objects(
     }
     let prefix = kind.key_prefix();
     let (range_start, end) = key_range(kind, filter);
-    let (mut revision, mut start) = match &q.continue_token {
+    let (mut revision, start) = match &q.continue_token {
         Some(token) => {
             let (rv, start) = decode_continue(token, &prefix)?;
             if !start.as_bytes().starts_with(range_start.as_bytes())
@@ -300,20 +303,42 @@ pub async fn list_objects(
     let reader = ObjReader::new(kind.clone());
     let mut items = vec![];
     let mut continue_token = None;
-    'pages: loop {
+    let gone = |e: crate::storage::StorageError| match e {
+        crate::storage::StorageError::Compacted => ApiError::gone(
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        ),
+        other => other.into(),
+    };
+    // Pages are read from etcd while the previous one is decoded (when no limit makes that wasteful).
+    let fetch = |start: Vec<u8>, revision: i64, found: usize| {
+        let (store, end) = (srv.store.clone(), end.clone());
         let chunk = if limit > 0 {
-            (limit - items.len()).clamp(1, 1000) as i64
+            (limit - found.min(limit)).clamp(1, PAGE)
         } else {
-            1000
-        };
-        let page = srv.store.range(&start, &end, revision, chunk).await.map_err(|e| match e {
-            crate::storage::StorageError::Compacted => ApiError::gone(
-                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-            ),
-            other => other.into(),
-        })?;
+            PAGE
+        } as i64;
+        tokio::spawn(async move { store.range(&start, &end, revision, chunk).await })
+    };
+    let mut pending = fetch(start, revision, 0);
+    'pages: loop {
+        let page = pending
+            .await
+            .map_err(|e| ApiError::internal(format!("list task failed: {e}")))?
+            .map_err(gone)?;
         revision = page.revision;
         let count = page.kvs.len();
+        let next = match page.kvs.last() {
+            Some(last) if page.more => {
+                let mut from = last.key.clone().into_bytes();
+                from.push(0);
+                Some(if limit == 0 {
+                    Ok(fetch(from, revision, 0))
+                } else {
+                    Err(from)
+                })
+            }
+            _ => None,
+        };
         for (i, kv) in page.kvs.into_iter().enumerate() {
             let obj = reader
                 .read(&kv.value, kv.revision)
@@ -330,14 +355,12 @@ pub async fn list_objects(
                 ));
                 break 'pages;
             }
-            if i + 1 == count {
-                start = kv.key.into_bytes();
-                start.push(0);
-            }
         }
-        if !page.more || count == 0 {
-            break;
-        }
+        pending = match next {
+            Some(Ok(prefetched)) => prefetched,
+            Some(Err(from)) => fetch(from, revision, items.len()),
+            None => break,
+        };
     }
     Ok(Listed {
         items,

@@ -125,6 +125,10 @@ pub struct Store {
     client: Client,
 }
 
+/// Largest etcd response accepted (a page of up to 1000 objects of up to 1.5 MiB each fits easily
+/// in the common case; etcd itself limits values to 1.5 MiB).
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
 /// The first key after every key with the given prefix.
 pub fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
@@ -183,11 +187,12 @@ impl Store {
         if limit > 0 {
             opts = opts.with_limit(limit);
         }
-        let resp = self
+        // A page of large objects can exceed tonic's default 4 MiB message limit.
+        let mut kv = self
             .client
             .kv_client()
-            .get(start.to_vec(), Some(opts))
-            .await?;
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let resp = kv.get(start.to_vec(), Some(opts)).await?;
         let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok(Page {
             kvs: resp.kvs().iter().map(Kv::from_etcd).collect(),

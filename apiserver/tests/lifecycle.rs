@@ -529,3 +529,91 @@ async fn discovery_version_and_health() {
         assert_eq!(h.get(p).await.status, 200, "{p}");
     }
 }
+
+#[tokio::test]
+async fn field_selectors_of_events_and_nodes_and_delete_preconditions() {
+    let c = Cluster::start().await;
+    let h = c.http();
+    let evs = "/api/v1/namespaces/default/events";
+    for (name, pod, reason, ty) in [
+        ("e1", "web", "Scheduled", "Normal"),
+        ("e2", "web", "BackOff", "Warning"),
+        ("e3", "db", "Scheduled", "Normal"),
+    ] {
+        let ev = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "namespace": "default", "name": pod, "uid": format!("uid-{pod}")},
+            "reason": reason, "type": ty, "message": "m", "source": {"component": "test"}});
+        expect(&h.json("POST", evs, &ev).await, 201);
+    }
+    let sel = |q: &str| {
+        let h = h.clone();
+        let path = format!("{evs}?fieldSelector={q}");
+        async move { names(&expect(&h.get(&path).await, 200)) }
+    };
+    assert_eq!(sel("involvedObject.name%3Dweb,involvedObject.namespace%3Ddefault,involvedObject.uid%3Duid-web").await, vec!["e1", "e2"]);
+    assert_eq!(sel("reason%3DScheduled").await, vec!["e1", "e3"]);
+    assert_eq!(sel("type%3DWarning").await, vec!["e2"]);
+    assert_eq!(
+        sel("involvedObject.kind%3DPod,reason!%3DScheduled").await,
+        vec!["e2"]
+    );
+
+    for (name, unschedulable) in [("n1", true), ("n2", false)] {
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {"unschedulable": unschedulable}});
+        expect(&h.json("POST", "/api/v1/nodes", &node).await, 201);
+    }
+    expect(
+        &h.json(
+            "POST",
+            "/api/v1/nodes",
+            &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n3"}}),
+        )
+        .await,
+        201,
+    );
+    assert_eq!(
+        names(&expect(
+            &h.get("/api/v1/nodes?fieldSelector=spec.unschedulable%3Dtrue")
+                .await,
+            200
+        )),
+        vec!["n1"]
+    );
+    assert_eq!(
+        names(&expect(
+            &h.get("/api/v1/nodes?fieldSelector=spec.unschedulable%3Dfalse")
+                .await,
+            200
+        )),
+        vec!["n2", "n3"]
+    );
+
+    // Delete preconditions on resourceVersion.
+    let n1 = expect(&h.get("/api/v1/nodes/n1").await, 200);
+    let stale = json!({"preconditions": {"resourceVersion": "1"}});
+    let r = expect(&h.json("DELETE", "/api/v1/nodes/n1", &stale).await, 409);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("Precondition failed"),
+        "{r}"
+    );
+    let current =
+        json!({"preconditions": {"resourceVersion": rv(&n1), "uid": n1["metadata"]["uid"]}});
+    expect(&h.json("DELETE", "/api/v1/nodes/n1", &current).await, 200);
+    expect(&h.get("/api/v1/nodes/n1").await, 404);
+
+    // Malformed YAML.
+    let r = expect(
+        &h.send(
+            "POST",
+            evs,
+            &[("content-type", "application/yaml")],
+            "kind: [unclosed",
+        )
+        .await,
+        400,
+    );
+    assert!(r["message"].as_str().unwrap().contains("YAML"));
+}

@@ -174,6 +174,8 @@ fn ms(d: Duration) -> String {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Only a long run of creates at 64 clients, to attach a profiler to the API server.
+    let creates_only = std::env::args().any(|a| a == "--creates-only");
     let target_pods = if quick { 2000 } else { 10_000 };
     let etcd = tokio::task::spawn_blocking(Etcd::start)
         .await
@@ -249,6 +251,9 @@ async fn main() {
         );
     }
 
+    if creates_only {
+        return;
+    }
     // Fill up to the target count for the list and memory measurements.
     if created < target_pods {
         let h = http.clone();
