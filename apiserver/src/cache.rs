@@ -181,6 +181,25 @@ impl WatchCache {
         (items, state.revision)
     }
 
+    /// The selected objects among the keys in `[start, end)`, how many keys the range holds in all,
+    /// and the revision the cache reflects: one consistent snapshot.
+    pub fn snapshot(&self, start: &str, end: &[u8], filter: &Filter) -> (Vec<Arc<Obj>>, i64, i64) {
+        let state = self.read();
+        let mut total = 0;
+        let mut items = vec![];
+        let end = String::from_utf8_lossy(end);
+        for (_, o) in state.objects.range::<str, _>((
+            std::ops::Bound::Included(start),
+            std::ops::Bound::Excluded(end.as_ref()),
+        )) {
+            total += 1;
+            if filter.matches(&self.kind, o) {
+                items.push(o.clone());
+            }
+        }
+        (items, total, state.revision)
+    }
+
     /// One object by key, if cached.
     pub fn get(&self, key: &str) -> Option<Arc<Obj>> {
         self.read().objects.get(key).cloned()
@@ -257,8 +276,7 @@ impl WatchCache {
         self.reset(objects, revision);
         let opts = WatchOptions::new()
             .with_range(end)
-            .with_start_revision(revision + 1)
-            .with_progress_notify();
+            .with_start_revision(revision + 1);
         let mut stream = store
             .client()
             .watch_client()
@@ -288,15 +306,11 @@ impl WatchCache {
                     EtcdEventType::Delete => changes.push((key, None, kv.mod_revision())),
                 }
             }
-            let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-            self.apply(
-                changes,
-                if resp.events().is_empty() {
-                    header_rev
-                } else {
-                    0
-                },
-            );
+            // The cache's revision moves with events only: etcd 3.4's progress notifications can
+            // overtake events, and consistent lists rely on this revision.
+            if !changes.is_empty() {
+                self.apply(changes);
+            }
         }
     }
 
@@ -334,9 +348,9 @@ impl WatchCache {
         self.progress.send_replace(revision);
     }
 
-    fn apply(&self, changes: Vec<(String, Option<Arc<Obj>>, i64)>, progress_only: i64) {
+    fn apply(&self, changes: Vec<(String, Option<Arc<Obj>>, i64)>) {
         let mut state = self.write();
-        let mut revision = state.revision.max(progress_only);
+        let mut revision = state.revision;
         for (key, obj, rev) in changes {
             revision = revision.max(rev);
             self.apply_one(&mut state, key, obj, rev);

@@ -255,8 +255,10 @@ pub struct Listed {
     pub continue_token: Option<String>,
 }
 
-/// Lists objects: `resourceVersion=0` from the watch cache, otherwise a consistent read from etcd,
-/// paged by `limit`/`continue` at one revision.
+/// Lists objects. `resourceVersion=0` is served from the watch cache as it is. Other unpaged lists
+/// are consistent reads: from the watch cache when etcd confirms that the listed key range has not
+/// changed since the cache's revision, otherwise from etcd. Paged lists (`limit`/`continue`) read
+/// etcd, every page at the revision of the first.
 pub async fn list_objects(
     srv: &Server,
     t: &Target,
@@ -274,6 +276,23 @@ pub async fn list_objects(
     }
     let prefix = kind.key_prefix();
     let (range_start, end) = key_range(kind, filter);
+    let exact = q.resource_version_match.as_deref() == Some("Exact");
+    if q.limit == 0 && q.continue_token.is_none() && !exact {
+        let (items, total, cached_at) = srv.cache(kind).snapshot(&range_start, &end, filter);
+        if cached_at > 0 {
+            let now = srv
+                .store
+                .range_state(range_start.as_bytes(), &end, cached_at)
+                .await?;
+            if now.unchanged && now.count == total {
+                return Ok(Listed {
+                    items,
+                    revision: now.revision,
+                    continue_token: None,
+                });
+            }
+        }
+    }
     let (mut revision, start) = match &q.continue_token {
         Some(token) => {
             let (rv, start) = decode_continue(token, &prefix)?;

@@ -164,10 +164,10 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         ranges,
         stopping: tokio::sync::watch::channel(false).0,
     });
+    // Each cache has loaded its initial list once its revision is set.
     for cache in server.caches.values() {
-        let rev = store.current_revision().await.map_err(etcd_err)?;
         cache
-            .wait_for(rev, Duration::from_secs(30))
+            .wait_for(1, Duration::from_secs(30))
             .await
             .map_err(|e| StartError::Etcd {
                 endpoints: endpoints.clone(),

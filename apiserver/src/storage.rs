@@ -61,6 +61,28 @@ impl Kv {
             revision: kv.mod_revision(),
         }
     }
+    fn take(kv: etcd_client::KeyValue) -> Self {
+        let revision = kv.mod_revision();
+        let (key, value) = kv.into_key_value();
+        let key = String::from_utf8(key)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Kv {
+            key,
+            value,
+            revision,
+        }
+    }
+}
+
+/// How a key range changed after a revision, as seen at the current revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeState {
+    /// The current revision the counts were taken at.
+    pub revision: i64,
+    /// Keys in the range now.
+    pub count: i64,
+    /// Whether no key in the range was written after the given revision.
+    pub unchanged: bool,
 }
 
 /// Keys claimed (created, must not exist) and released (deleted) in the same transaction as a write.
@@ -193,12 +215,53 @@ impl Store {
             .kv_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
         let resp = kv.get(start.to_vec(), Some(opts)).await?;
+        let mut resp = resp;
         let header_rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let more = resp.more();
         Ok(Page {
-            kvs: resp.kvs().iter().map(Kv::from_etcd).collect(),
+            kvs: resp.take_kvs().into_iter().map(Kv::take).collect(),
             // A read at a fixed revision answers with the current one in its header: report the one asked for.
             revision: if revision > 0 { revision } else { header_rev },
-            more: resp.more(),
+            more,
+        })
+    }
+
+    /// In one linearizable read: how many keys `[start, end)` holds, and whether any was written after
+    /// `after`. With none written after `after` and the same count as at `after`, the range is unchanged
+    /// since then (a delete lowers the count; a create or update shows as written).
+    pub async fn range_state(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        after: i64,
+    ) -> Result<RangeState, StorageError> {
+        // A compare over a range holds when it holds for every key in it (and for an empty range).
+        let unchanged = Compare::mod_revision(start.to_vec(), CompareOp::Less, after + 1)
+            .with_range(end.to_vec());
+        let count = || {
+            TxnOp::get(
+                start.to_vec(),
+                Some(GetOptions::new().with_range(end.to_vec()).with_count_only()),
+            )
+        };
+        let txn = Txn::new()
+            .when([unchanged])
+            .and_then([count()])
+            .or_else([count()]);
+        let resp = self.client.kv_client().txn(txn).await?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let count = match resp.op_responses().into_iter().next() {
+            Some(TxnOpResponse::Get(g)) => g.count(),
+            _ => {
+                return Err(StorageError::Etcd(
+                    "unexpected answer to a count transaction".into(),
+                ));
+            }
+        };
+        Ok(RangeState {
+            revision,
+            count,
+            unchanged: resp.succeeded(),
         })
     }
 

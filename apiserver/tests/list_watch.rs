@@ -381,3 +381,63 @@ async fn watch_edges_gone_bookmarks_timeout() {
     // The stored objects survived the restart.
     assert_eq!(names(&expect(&h.get(PODS).await, 200)), vec!["a"]);
 }
+
+#[tokio::test]
+async fn unpaged_lists_read_their_writes() {
+    // Unpaged lists may be served from the watch cache; they must still see every write before them.
+    let c = Cluster::start().await;
+    let h = c.http();
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let mut live = 0;
+    for i in 0..30 {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}")}, "data": {"v": "1"}});
+        expect(&h.json("POST", cms, &cm).await, 201);
+        live += 1;
+        let listed = expect(&h.get(cms).await, 200);
+        assert_eq!(
+            names(&listed).len(),
+            live,
+            "the create just before is listed"
+        );
+        let patched = expect(
+            &h.patch(
+                &format!("{cms}/c{i}"),
+                "application/merge-patch+json",
+                &json!({"data": {"v": "2"}}),
+            )
+            .await,
+            200,
+        );
+        let listed = expect(&h.get(cms).await, 200);
+        let item = listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["metadata"]["name"] == format!("c{i}"))
+            .cloned()
+            .unwrap();
+        assert_eq!(item["data"]["v"], "2", "the update just before is listed");
+        assert_eq!(
+            item["metadata"]["resourceVersion"],
+            patched["metadata"]["resourceVersion"]
+        );
+        let list_rv: i64 = listed["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(list_rv >= rv(&patched).parse::<i64>().unwrap());
+        if i % 3 == 0 {
+            expect(
+                &h.send("DELETE", &format!("{cms}/c{i}"), &[], "").await,
+                200,
+            );
+            live -= 1;
+            let listed = expect(&h.get(cms).await, 200);
+            assert!(
+                !names(&listed).contains(&format!("c{i}")),
+                "the delete just before is listed"
+            );
+        }
+    }
+}

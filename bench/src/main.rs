@@ -8,7 +8,7 @@
 //! 3. the delay from a write to its delivery to 1,000 concurrent watchers (p99);
 //! 4. the API server's resident memory with 10,000 pods stored.
 //!
-//! Run: `cargo run --release -p atoll-bench --bin api-bench [-- --quick]`.
+//! Run: `cargo run --release -p atoll-bench --bin api-bench [-- --quick] [--lists N] [--creates-only]`.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -203,6 +203,7 @@ async fn main() {
         let body = Bytes::from(serde_json::to_vec(&pod("x", 0)).expect("json"));
         let kv = client.clone();
         let raw_body = body.clone();
+        let etcd_before_raw = cpu_time(etcd.pid());
         let raw = run(total, concurrency, move |i| {
             let mut kv = kv.kv_client();
             let b = raw_body.clone();
@@ -213,6 +214,7 @@ async fn main() {
             }
         })
         .await;
+        let etcd_per_put = cpu_time(etcd.pid()) - etcd_before_raw;
         let h = http.clone();
         let base = created;
         let (api_cpu, etcd_cpu) = (cpu_time(api.child.id()), cpu_time(etcd.pid()));
@@ -235,9 +237,10 @@ async fn main() {
         created += total;
         let per = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6 / total as f64);
         let cpu = format!(
-            "cpu per create: apiserver {}, etcd {}",
+            "cpu per create: apiserver {}, etcd {}; etcd cpu per raw put {}",
             per(cpu_time(api.child.id()) - api_cpu),
-            per(cpu_time(etcd.pid()) - etcd_cpu)
+            per(cpu_time(etcd.pid()) - etcd_cpu),
+            per(etcd_per_put)
         );
         println!(
             "creates c={concurrency:<3} api {:>7.0}/s (p50 {}, p99 {})  etcd {:>7.0}/s (p50 {}, p99 {})  ratio {:.2}  ({cpu})",
@@ -281,7 +284,12 @@ async fn main() {
     let mut raw_times = vec![];
     let mut api_times = vec![];
     let mut cache_times = vec![];
-    for _ in 0..7 {
+    let lists: usize = std::env::args()
+        .skip_while(|a| a != "--lists")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(7);
+    for _ in 0..lists {
         let t = Instant::now();
         let mut kv = client.kv_client().max_decoding_message_size(256 << 20);
         let resp = kv
@@ -313,7 +321,7 @@ async fn main() {
         percentile(&cache_times, 0.5),
     );
     println!(
-        "list {created} pods: api {} (consistent, from etcd), api {} (resourceVersion=0, watch cache), raw etcd range {}  ratio etcd/api {:.2}",
+        "list {created} pods, median of {lists}: api {} (consistent: watch cache checked against etcd), api {} (resourceVersion=0: watch cache as is), raw etcd range {}  ratio etcd/api {:.2}",
         ms(api_med),
         ms(cache_med),
         ms(raw_med),
