@@ -107,7 +107,7 @@ impl ObjReader {
 
 /// Inserts `"resourceVersion":"<rev>"` into the top-level `metadata` of JSON written by this server
 /// (compact, keys in order: `apiVersion`, `kind`, `metadata`, …). None when the bytes are not in that shape.
-fn splice_resource_version(stored: &[u8], revision: i64) -> Option<Vec<u8>> {
+pub fn splice_resource_version(stored: &[u8], revision: i64) -> Option<Vec<u8>> {
     const KEY: &[u8] = b"\"metadata\":{";
     let at = stored.windows(KEY.len()).position(|w| w == KEY)?;
     // Only strings come before the top-level metadata, so no other object may open before it.

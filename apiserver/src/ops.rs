@@ -1,16 +1,19 @@
 //! The object lifecycle, written once for every kind: create, update (with its variants for status,
 //! scale, binding and namespace finalization), and delete (graceful, with finalizers).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use atoll_api::validation::object_meta;
 use atoll_api::{ApiError, ApiResult, Cause, KindInfo, Subresource, UpdateScope, meta};
+use bytes::Bytes;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::alloc;
+use crate::object::splice_resource_version;
 use crate::request::object_key;
 use crate::server::Server;
 use crate::storage::{Claims, Outcome, Write};
@@ -29,6 +32,14 @@ pub enum UpdateMode {
     Finalize,
     /// A server-internal change (binding, scale): the mutation decides; update validation is skipped.
     System,
+}
+
+/// A created object, and its JSON as stored (resourceVersion included) when it was written.
+pub struct Created {
+    /// The object.
+    pub obj: Value,
+    /// Its JSON, ready to send (None for a dry run).
+    pub json: Option<Bytes>,
 }
 
 /// Options of a delete (from the query and the DeleteOptions body).
@@ -112,7 +123,11 @@ fn with_rv(mut obj: Value, rev: i64) -> Value {
     obj
 }
 
+/// The bytes stored for an object: its JSON without resourceVersion (that is the etcd revision).
 fn encode(obj: &Value) -> Vec<u8> {
+    if obj.pointer("/metadata/resourceVersion").is_none() {
+        return serde_json::to_vec(obj).unwrap_or_default();
+    }
     let mut stored = obj.clone();
     meta::set(&mut stored, "resourceVersion", None);
     serde_json::to_vec(&stored).unwrap_or_default()
@@ -309,7 +324,7 @@ impl Server {
         namespace: Option<&str>,
         mut obj: Value,
         dry_run: bool,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Created> {
         check_type(kind, &mut obj)?;
         if kind.namespaced {
             let ns = namespace.unwrap_or("");
@@ -369,26 +384,33 @@ impl Server {
         let mut taken = BTreeSet::new();
         for attempt in 0..MAX_RETRIES {
             let key = object_key(kind, meta::namespace(&obj), meta::name(&obj));
-            let mut candidate = obj.clone();
-            let claims = if is_services(kind) {
-                self.allocate(
-                    &mut candidate,
-                    None,
-                    &taken,
-                    &format!("{}/{}", meta::namespace(&obj), meta::name(&obj)),
-                )?
+            let (candidate, claims) = if is_services(kind) {
+                let mut c = obj.clone();
+                let owner = format!("{}/{}", meta::namespace(&obj), meta::name(&obj));
+                let claims = self.allocate(&mut c, None, &taken, &owner)?;
+                (Cow::Owned(c), claims)
             } else {
-                Claims::default()
+                (Cow::Borrowed(&obj), Claims::default())
             };
             if dry_run {
-                return Ok(candidate);
+                return Ok(Created {
+                    obj: candidate.into_owned(),
+                    json: None,
+                });
             }
+            let stored = Bytes::from(encode(&candidate));
             match self
                 .store
-                .write(&key, Write::Create(encode(&candidate)), &claims)
+                .write(&key, Write::Create(stored.clone()), &claims)
                 .await?
             {
-                Outcome::Done(rev) => return Ok(with_rv(candidate, rev)),
+                Outcome::Done(rev) => {
+                    let json = splice_resource_version(&stored, rev).map(Bytes::from);
+                    return Ok(Created {
+                        obj: with_rv(candidate.into_owned(), rev),
+                        json,
+                    });
+                }
                 Outcome::Exists(_) if generate && attempt + 1 < MAX_RETRIES => {
                     let name = format!(
                         "{}{}",
@@ -481,7 +503,7 @@ impl Server {
                 .write(
                     &key,
                     Write::Update {
-                        value: encode(&new),
+                        value: Bytes::from(encode(&new)),
                         revision: rev,
                     },
                     &claims,
@@ -730,7 +752,7 @@ impl Server {
                     .write(
                         &key,
                         Write::Update {
-                            value: encode(&new),
+                            value: Bytes::from(encode(&new)),
                             revision: rev,
                         },
                         &Claims::default(),

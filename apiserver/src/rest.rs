@@ -82,7 +82,11 @@ async fn dispatch(
             let created = srv
                 .create(kind, t.namespace.as_deref(), obj, q.dry_run)
                 .await?;
-            Ok(render_one(kind, 201, created, &format, srv.now(), q))
+            match (created.json, &format) {
+                // The stored bytes with their resourceVersion are the answer: no second encoding.
+                (Some(json), Format::Json) => Ok(negotiate::raw(201, json, "application/json")),
+                _ => Ok(render_one(kind, 201, created.obj, &format, srv.now(), q)),
+            }
         }
         ("POST", true, Some("binding")) => bind(srv, t, q, headers, body).await,
         ("PUT", true, None | Some("status") | Some("finalize")) => {

@@ -177,7 +177,11 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     let ns_kind = server.namespaces_kind();
     for ns in INITIAL_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match server.create(&ns_kind, None, obj, false).await {
+        match server
+            .create(&ns_kind, None, obj, false)
+            .await
+            .map(|c| c.obj)
+        {
             Ok(_) => tracing::info!(namespace = ns, "created initial namespace"),
             Err(e) if e.code == 409 => {}
             Err(e) => {

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
 /// A failure of the storage layer.
@@ -98,11 +99,11 @@ pub struct Claims {
 #[derive(Debug, Clone)]
 pub enum Write {
     /// Create; fails if the key exists.
-    Create(Vec<u8>),
+    Create(Bytes),
     /// Replace; fails unless the stored revision is `revision`.
     Update {
         /// New bytes.
-        value: Vec<u8>,
+        value: Bytes,
         /// Expected `mod_revision`.
         revision: i64,
     },
@@ -294,11 +295,11 @@ impl Store {
         match &write {
             Write::Create(value) => {
                 when.push(Compare::create_revision(key, CompareOp::Equal, 0));
-                then.push(TxnOp::put(key, value.clone(), None));
+                then.push(TxnOp::put(key, value.to_vec(), None));
             }
             Write::Update { value, revision } => {
                 when.push(Compare::mod_revision(key, CompareOp::Equal, *revision));
-                then.push(TxnOp::put(key, value.clone(), None));
+                then.push(TxnOp::put(key, value.to_vec(), None));
             }
             Write::Delete { revision } => {
                 when.push(Compare::mod_revision(key, CompareOp::Equal, *revision));

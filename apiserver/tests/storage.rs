@@ -26,18 +26,22 @@ async fn writes_are_transactions_with_preconditions_and_claims() {
     let (_etcd, s) = store().await;
     let none = Claims::default();
     let r1 = done(
-        s.write("/registry/x/a", Write::Create(b"1".to_vec()), &none)
-            .await
-            .unwrap(),
+        s.write(
+            "/registry/x/a",
+            Write::Create(bytes::Bytes::from_static(b"1")),
+            &none,
+        )
+        .await
+        .unwrap(),
     );
     assert!(
-        matches!(s.write("/registry/x/a", Write::Create(b"2".to_vec()), &none).await.unwrap(), Outcome::Exists(kv) if kv.value == b"1")
+        matches!(s.write("/registry/x/a", Write::Create(bytes::Bytes::from_static(b"2")), &none).await.unwrap(), Outcome::Exists(kv) if kv.value == b"1")
     );
     let r2 = done(
         s.write(
             "/registry/x/a",
             Write::Update {
-                value: b"2".to_vec(),
+                value: bytes::Bytes::from_static(b"2"),
                 revision: r1,
             },
             &none,
@@ -46,7 +50,7 @@ async fn writes_are_transactions_with_preconditions_and_claims() {
         .unwrap(),
     );
     assert!(
-        matches!(s.write("/registry/x/a", Write::Update { value: b"3".to_vec(), revision: r1 }, &none).await.unwrap(), Outcome::Changed(kv) if kv.revision == r2)
+        matches!(s.write("/registry/x/a", Write::Update { value: bytes::Bytes::from_static(b"3"), revision: r1 }, &none).await.unwrap(), Outcome::Changed(kv) if kv.revision == r2)
     );
     assert!(matches!(
         s.write("/registry/x/b", Write::Delete { revision: 5 }, &none)
@@ -61,16 +65,20 @@ async fn writes_are_transactions_with_preconditions_and_claims() {
         release: vec![],
     };
     done(
-        s.write("/registry/x/c", Write::Create(b"c".to_vec()), &claim)
-            .await
-            .unwrap(),
+        s.write(
+            "/registry/x/c",
+            Write::Create(bytes::Bytes::from_static(b"c")),
+            &claim,
+        )
+        .await
+        .unwrap(),
     );
     let again = Claims {
         claim: vec![("/registry/ranges/k".into(), "owner-2".into())],
         release: vec![],
     };
     assert!(
-        matches!(s.write("/registry/x/d", Write::Create(b"d".to_vec()), &again).await.unwrap(), Outcome::Taken(k, holder) if k == "/registry/ranges/k" && holder == "owner-1")
+        matches!(s.write("/registry/x/d", Write::Create(bytes::Bytes::from_static(b"d")), &again).await.unwrap(), Outcome::Taken(k, holder) if k == "/registry/ranges/k" && holder == "owner-1")
     );
     assert!(s.get("/registry/x/d").await.unwrap().is_none());
     // Releasing goes with the delete.
@@ -101,14 +109,22 @@ async fn range_state_sees_every_kind_of_change() {
     let empty = s.range_state(start.as_bytes(), &end, 0).await.unwrap();
     assert!(empty.unchanged && empty.count == 0);
     let r1 = done(
-        s.write("/registry/y/a", Write::Create(b"a".to_vec()), &none)
-            .await
-            .unwrap(),
+        s.write(
+            "/registry/y/a",
+            Write::Create(bytes::Bytes::from_static(b"a")),
+            &none,
+        )
+        .await
+        .unwrap(),
     );
     done(
-        s.write("/registry/z/other", Write::Create(b"o".to_vec()), &none)
-            .await
-            .unwrap(),
+        s.write(
+            "/registry/z/other",
+            Write::Create(bytes::Bytes::from_static(b"o")),
+            &none,
+        )
+        .await
+        .unwrap(),
     );
     let st = s.range_state(start.as_bytes(), &end, r1).await.unwrap();
     assert!(
@@ -122,7 +138,7 @@ async fn range_state_sees_every_kind_of_change() {
         s.write(
             "/registry/y/a",
             Write::Update {
-                value: b"a2".to_vec(),
+                value: bytes::Bytes::from_static(b"a2"),
                 revision: r1,
             },
             &none,
@@ -138,9 +154,13 @@ async fn range_state_sees_every_kind_of_change() {
         "an update shows"
     );
     let b = done(
-        s.write("/registry/y/b", Write::Create(b"b".to_vec()), &none)
-            .await
-            .unwrap(),
+        s.write(
+            "/registry/y/b",
+            Write::Create(bytes::Bytes::from_static(b"b")),
+            &none,
+        )
+        .await
+        .unwrap(),
     );
     let before_delete = s.range_state(start.as_bytes(), &end, b).await.unwrap();
     assert!(before_delete.unchanged && before_delete.count == 2);
