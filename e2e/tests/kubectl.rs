@@ -389,6 +389,78 @@ fn kubectl_everyday_commands() {
         assert!(all.contains(want), "{want} missing from get all:\n{all}");
     }
 
+    // label, annotate, patch and get -o on services, rcs, nodes and namespaces too.
+    for (kind, name) in [
+        ("service", "web"),
+        ("rc", "web-rc"),
+        ("node", "node-1"),
+        ("namespace", "default"),
+    ] {
+        env.ok(&["label", kind, name, "team=blue"]);
+        env.ok(&["annotate", kind, name, "owner=ops"]);
+        env.ok(&[
+            "patch",
+            kind,
+            name,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"labels":{"patched":"yes"}}}"#,
+        ]);
+        env.ok(&[
+            "patch",
+            kind,
+            name,
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"add","path":"/metadata/annotations/json","value":"yes"}]"#,
+        ]);
+        let got: Value =
+            serde_json::from_str(&env.ok(&["get", kind, name, "-o", "json"])).expect("json");
+        assert_eq!(got["metadata"]["labels"]["team"], "blue", "{kind}");
+        assert_eq!(got["metadata"]["labels"]["patched"], "yes", "{kind}");
+        assert_eq!(got["metadata"]["annotations"]["owner"], "ops", "{kind}");
+        assert_eq!(got["metadata"]["annotations"]["json"], "yes", "{kind}");
+        let listed = env.ok(&["get", kind, "-l", "team=blue", "-o", "name"]);
+        assert_eq!(listed.lines().count(), 1, "{kind}: {listed}");
+        assert!(
+            env.ok(&["get", kind, name, "-o", "yaml"])
+                .contains("team: blue")
+        );
+    }
+    let svc_wide = env.ok(&["get", "svc", "-o", "wide"]);
+    assert!(
+        svc_wide.contains("SELECTOR") && svc_wide.contains("app=web"),
+        "{svc_wide}"
+    );
+    let rc_wide = env.ok(&["get", "rc", "-o", "wide"]);
+    assert!(
+        rc_wide.contains("CONTAINERS") && rc_wide.contains("busybox:1.36"),
+        "{rc_wide}"
+    );
+    let node_fields = env.ok(&[
+        "get",
+        "nodes",
+        "--field-selector",
+        "spec.unschedulable=false",
+        "-o",
+        "name",
+    ]);
+    assert!(node_fields.contains("node/node-1"), "{node_fields}");
+    let replaced_svc =
+        SERVICE.replace("name: web\n", "name: web\n  labels:\n    replaced: 'yes'\n");
+    env.ok(&[
+        "replace",
+        "-f",
+        &env.write("svc2.yaml", &replaced_svc),
+        "--validate=false",
+    ]);
+    assert!(
+        env.ok(&["get", "svc", "web", "--show-labels"])
+            .contains("replaced=yes")
+    );
+
     // get -w sees a change as it happens.
     let mut watch = env
         .command(
@@ -444,6 +516,23 @@ fn kubectl_everyday_commands() {
     );
     assert!(env.ok(&["get", "pods", "-o", "name"]).trim().is_empty());
     assert!(env.fails(&["get", "pod", "web"]).contains("NotFound"));
+
+    // Deleting services (-f), rcs (-l) and nodes (name).
+    let svc_file = env.write("svc3.yaml", SERVICE);
+    assert!(
+        env.ok(&["delete", "-f", &svc_file])
+            .contains("service \"web\" deleted")
+    );
+    assert!(
+        env.ok(&["delete", "rc", "-l", "team=blue"])
+            .contains("web-rc")
+    );
+    assert!(env.ok(&["delete", "node", "node-1"]).contains("deleted"));
+    assert!(
+        env.ok(&["get", "svc,rc,nodes", "-o", "name"])
+            .trim()
+            .is_empty()
+    );
 
     // Namespaces: created from a file, terminating on delete (the namespace controller finishes it).
     env.ok(&[
