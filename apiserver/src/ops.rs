@@ -185,6 +185,26 @@ fn validate_meta(kind: &KindInfo, obj: &Value, out: &mut Vec<Cause>) {
     }
 }
 
+/// 409: the object changed since the revision the request was based on.
+fn modified(kind: &KindInfo, name: &str) -> ApiError {
+    ApiError::conflict(
+        &kind.group,
+        &kind.plural,
+        name,
+        "the object has been modified; please apply your changes to the latest version and try again",
+    )
+}
+
+/// 409: the object kept changing underneath every retry.
+fn too_busy(kind: &KindInfo, name: &str) -> ApiError {
+    ApiError::conflict(
+        &kind.group,
+        &kind.plural,
+        name,
+        "too many concurrent changes; please try again",
+    )
+}
+
 fn invalid(kind: &KindInfo, obj: &Value, causes: Vec<Cause>) -> ApiError {
     ApiError::invalid(&kind.group, &kind.kind, meta::name(obj), causes)
 }
@@ -443,12 +463,7 @@ impl Server {
                 Outcome::Missing | Outcome::Changed(_) | Outcome::Raced => {}
             }
         }
-        Err(ApiError::conflict(
-            &kind.group,
-            &kind.plural,
-            meta::name(&obj),
-            "too many concurrent changes; please try again",
-        ))
+        Err(too_busy(kind, meta::name(&obj)))
     }
 
     /// Updates an object: reads it, lets `mutate` produce the wanted state, then applies the rules of
@@ -472,12 +487,7 @@ impl Server {
             check_type(kind, &mut new)?;
             let wanted_rv = meta::resource_version(&new).to_string();
             if !wanted_rv.is_empty() && parse_rv(&wanted_rv)? != rev {
-                return Err(ApiError::conflict(
-                    &kind.group,
-                    &kind.plural,
-                    name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
+                return Err(modified(kind, name));
             }
             let new = self.prepare_update(kind, namespace, name, mode, &old, new)?;
             if new == old {
@@ -530,21 +540,11 @@ impl Server {
                 Outcome::Changed(_) | Outcome::Exists(_) | Outcome::Raced
                     if wanted_rv.is_empty() => {}
                 Outcome::Changed(_) | Outcome::Exists(_) | Outcome::Raced => {
-                    return Err(ApiError::conflict(
-                        &kind.group,
-                        &kind.plural,
-                        name,
-                        "the object has been modified; please apply your changes to the latest version and try again",
-                    ));
+                    return Err(modified(kind, name));
                 }
             }
         }
-        Err(ApiError::conflict(
-            &kind.group,
-            &kind.plural,
-            name,
-            "too many concurrent changes; please try again",
-        ))
+        Err(too_busy(kind, name))
     }
 
     /// Applies the update rules of `mode` to a wanted state and validates it.
@@ -692,12 +692,7 @@ impl Server {
                 &kind.plural,
                 meta::name(obj),
             )),
-            _ => Err(ApiError::conflict(
-                &kind.group,
-                &kind.plural,
-                meta::name(obj),
-                "the object has been modified; please apply your changes to the latest version and try again",
-            )),
+            _ => Err(modified(kind, meta::name(obj))),
         }
     }
 
@@ -771,12 +766,7 @@ impl Server {
                 other => return other,
             }
         }
-        Err(ApiError::conflict(
-            &kind.group,
-            &kind.plural,
-            name,
-            "too many concurrent changes; please try again",
-        ))
+        Err(too_busy(kind, name))
     }
 
     /// The object marked for deletion, or None when it can be removed at once.

@@ -488,17 +488,14 @@ fn validate_replica_set(rs: &ReplicaSet, out: &mut Vec<Cause>) {
 
 fn validate_replica_set_status(new: &ReplicaSet, _old: &ReplicaSet, out: &mut Vec<Cause>) {
     let Some(st) = &new.status else { return };
-    non_negative(st.replicas.into(), "status.replicas", out);
-    for (field, v) in [
-        ("fullyLabeledReplicas", st.fully_labeled_replicas),
-        ("readyReplicas", st.ready_replicas),
-        ("availableReplicas", st.available_replicas),
-    ] {
-        non_negative(v.unwrap_or(0).into(), &format!("status.{field}"), out);
-    }
-    non_negative(
-        st.observed_generation.unwrap_or(0),
-        "status.observedGeneration",
+    super::workload::validate_replica_counts(
+        st.replicas,
+        [
+            st.fully_labeled_replicas,
+            st.ready_replicas,
+            st.available_replicas,
+        ],
+        st.observed_generation,
         out,
     );
 }

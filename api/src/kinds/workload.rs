@@ -167,16 +167,35 @@ fn validate_rc_status(
     out: &mut Vec<Cause>,
 ) {
     let Some(st) = &new.status else { return };
-    non_negative(st.replicas.into(), "status.replicas", out);
-    for (field, v) in [
-        ("fullyLabeledReplicas", st.fully_labeled_replicas),
-        ("readyReplicas", st.ready_replicas),
-        ("availableReplicas", st.available_replicas),
-    ] {
+    validate_replica_counts(
+        st.replicas,
+        [
+            st.fully_labeled_replicas,
+            st.ready_replicas,
+            st.available_replicas,
+        ],
+        st.observed_generation,
+        out,
+    );
+}
+
+/// Status counts of replicated workloads (ReplicationController, ReplicaSet) may not be negative:
+/// `replicas`, then `fullyLabeledReplicas`, `readyReplicas`, `availableReplicas`, and `observedGeneration`.
+pub(crate) fn validate_replica_counts(
+    replicas: i32,
+    counts: [Option<i32>; 3],
+    observed_generation: Option<i64>,
+    out: &mut Vec<Cause>,
+) {
+    non_negative(replicas.into(), "status.replicas", out);
+    for (field, v) in ["fullyLabeledReplicas", "readyReplicas", "availableReplicas"]
+        .into_iter()
+        .zip(counts)
+    {
         non_negative(v.unwrap_or(0).into(), &format!("status.{field}"), out);
     }
     non_negative(
-        st.observed_generation.unwrap_or(0),
+        observed_generation.unwrap_or(0),
         "status.observedGeneration",
         out,
     );
