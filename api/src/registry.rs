@@ -43,19 +43,26 @@ pub enum UpdateScope {
     System,
 }
 
+/// An object decoded through its kind's type: the result, what is invalid about it, and the fields
+/// of the input the type does not know (as paths like `spec.containers[0].bogus`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The object, defaulted, in the kind's exact shape.
+    pub obj: Value,
+    /// Validation problems (none: valid).
+    pub causes: Vec<Cause>,
+    /// Input fields the kind does not declare; they are not in `obj`.
+    pub unknown: Vec<String>,
+}
+
 /// Per-kind behaviour over JSON objects; implemented once per k8s-openapi type by [`crate::kinds::Typed`].
 /// Each call decodes the object through the kind's type once, so the result has the kind's exact shape.
 pub trait Strategy: Send + Sync {
     /// Fills defaults, resets what clients may not set on create (e.g. status) and validates.
-    /// Returns the object and every problem found (none: valid), or why it does not decode as the kind.
-    fn create(&self, obj: Value) -> Result<(Value, Vec<Cause>), String>;
+    /// `Err` says why the object does not decode as the kind.
+    fn create(&self, obj: Value) -> Result<Decoded, String>;
     /// Fills defaults and validates an update of `old` under `scope`.
-    fn update(
-        &self,
-        new: Value,
-        old: &Value,
-        scope: UpdateScope,
-    ) -> Result<(Value, Vec<Cause>), String>;
+    fn update(&self, new: Value, old: &Value, scope: UpdateScope) -> Result<Decoded, String>;
     /// Table columns kubectl shows for this kind.
     fn columns(&self) -> &[Column];
     /// The cells of one object's row, in column order.

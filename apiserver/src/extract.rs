@@ -123,6 +123,76 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 }
 
+/// The paths of keys that appear twice in one JSON object anywhere in `json`
+/// (`metadata.name`, `spec.containers[0].image`), in the order they are found.
+pub fn duplicate_fields(json: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+    let mut out = vec![];
+    let mut de = serde_json::Deserializer::from_slice(json);
+    Dups {
+        path: String::new(),
+        out: &mut out,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok(out)
+}
+
+struct Dups<'a> {
+    path: String,
+    out: &'a mut Vec<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for Dups<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Dups<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    ignore_scalars!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while seq
+            .next_element_seed(Dups {
+                path: format!("{}[{i}]", self.path),
+                out: self.out,
+            })?
+            .is_some()
+        {
+            i += 1;
+        }
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen: Vec<Cow<'de, str>> = vec![];
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            let path = if self.path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if seen.contains(&key) {
+                self.out.push(path.clone());
+            } else {
+                seen.push(key);
+            }
+            map.next_value_seed(Dups {
+                path,
+                out: self.out,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +221,20 @@ mod tests {
         assert!(p.read(b"{\"metadata\": ").is_err());
         assert!(p.read(b"{} trailing").is_err());
         assert_eq!(p.read(b"[1,2]").unwrap(), vec![None; 6]);
+    }
+
+    #[test]
+    fn finds_duplicate_keys_at_any_depth() {
+        let doc = br#"{"metadata":{"name":"a","name":"b"},"spec":{"containers":[{"image":"x","image":"y"}]},"kind":"Pod"}"#;
+        assert_eq!(
+            duplicate_fields(doc).unwrap(),
+            ["metadata.name", "spec.containers[0].image"]
+        );
+        assert!(
+            duplicate_fields(br#"{"a":{"b":1},"c":{"b":2}}"#)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(duplicate_fields(b"{").is_err());
     }
 }

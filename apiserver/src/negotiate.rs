@@ -165,6 +165,17 @@ pub fn raw(code: u16, body: Bytes, content_type: &str) -> Response {
     resp
 }
 
+/// Adds a `Warning: 299 - "<text>"` header per warning, as Kubernetes sends them.
+pub fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::to_string(w).unwrap_or_default());
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
 /// The `Status` response for an error.
 pub fn error(err: &ApiError) -> Response {
     let mut resp = respond(err.code, &err.to_status(), &Format::Json);

@@ -34,6 +34,80 @@ pub enum UpdateMode {
     System,
 }
 
+/// How a write treats input fields the kind does not declare (`?fieldValidation=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and say so in `Warning` headers (Kubernetes' default).
+    #[default]
+    Warn,
+    /// Refuse the write (400) naming each of them.
+    Strict,
+}
+
+impl FieldValidation {
+    /// Parses the query parameter (absent: Warn).
+    pub fn parse(v: Option<&str>) -> ApiResult<Self> {
+        match v {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation: invalid value {other:?}: must be one of Ignore, Warn or Strict"
+            ))),
+        }
+    }
+
+    /// Applies the mode to the problems found: 400 for Strict, warnings for Warn.
+    pub fn check(
+        self,
+        kind: &KindInfo,
+        unknown: &[String],
+        duplicates: &[String],
+    ) -> ApiResult<Vec<String>> {
+        let problems: Vec<String> = duplicates
+            .iter()
+            .map(|f| format!("duplicate field {f:?}"))
+            .chain(unknown.iter().map(|f| format!("unknown field {f:?}")))
+            .collect();
+        match self {
+            _ if problems.is_empty() => Ok(vec![]),
+            FieldValidation::Ignore => Ok(vec![]),
+            FieldValidation::Warn => Ok(problems),
+            FieldValidation::Strict => Err(undecodable(
+                kind,
+                format!("strict decoding error: {}", problems.join(", ")),
+            )),
+        }
+    }
+}
+
+/// Field validation of one write: the mode, duplicate fields found in the body, and the warnings to send.
+#[derive(Debug, Clone, Default)]
+pub struct FieldCheck {
+    /// The mode.
+    pub mode: FieldValidation,
+    /// Paths of keys the request body repeats.
+    pub duplicates: Vec<String>,
+    /// Warnings for the response (`Warning: 299 - "..."`).
+    pub warnings: Vec<String>,
+}
+
+impl FieldCheck {
+    /// No checking (server-internal writes).
+    pub fn ignore() -> Self {
+        FieldCheck {
+            mode: FieldValidation::Ignore,
+            ..Default::default()
+        }
+    }
+    fn apply(&mut self, kind: &KindInfo, unknown: &[String]) -> ApiResult<()> {
+        self.warnings = self.mode.check(kind, unknown, &self.duplicates)?;
+        Ok(())
+    }
+}
+
 /// A created object, and its JSON as stored (resourceVersion included) when it was written.
 pub struct Created {
     /// The object.
@@ -344,6 +418,7 @@ impl Server {
         namespace: Option<&str>,
         mut obj: Value,
         dry_run: bool,
+        fields: &mut FieldCheck,
     ) -> ApiResult<Created> {
         check_type(kind, &mut obj)?;
         if kind.namespaced {
@@ -390,10 +465,12 @@ impl Server {
             );
             meta::set(&mut obj, "name", Some(name.into()));
         }
-        let (mut obj, mut causes) = kind
+        let decoded = kind
             .strategy
             .create(obj)
             .map_err(|e| undecodable(kind, e))?;
+        fields.apply(kind, &decoded.unknown)?;
+        let (mut obj, mut causes) = (decoded.obj, decoded.causes);
         validate_meta(kind, &obj, &mut causes);
         if !causes.is_empty() {
             return Err(invalid(kind, &obj, causes));
@@ -477,6 +554,7 @@ impl Server {
         name: &str,
         mode: UpdateMode,
         dry_run: bool,
+        fields: &mut FieldCheck,
         mutate: &(dyn Fn(&Value) -> ApiResult<Value> + Send + Sync),
     ) -> ApiResult<(u16, Value)> {
         let key = object_key(kind, namespace, name);
@@ -489,7 +567,8 @@ impl Server {
             if !wanted_rv.is_empty() && parse_rv(&wanted_rv)? != rev {
                 return Err(modified(kind, name));
             }
-            let new = self.prepare_update(kind, namespace, name, mode, &old, new)?;
+            let (new, unknown) = self.prepare_update(kind, namespace, name, mode, &old, new)?;
+            fields.apply(kind, &unknown)?;
             if new == old {
                 return Ok((200, old));
             }
@@ -556,7 +635,7 @@ impl Server {
         mode: UpdateMode,
         old: &Value,
         new: Value,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<(Value, Vec<String>)> {
         let mut new = match mode {
             UpdateMode::Status => {
                 let mut merged = old.clone();
@@ -636,10 +715,11 @@ impl Server {
             UpdateMode::Status => UpdateScope::Status,
             UpdateMode::System => UpdateScope::System,
         };
-        let (mut new, mut causes) = kind
+        let decoded = kind
             .strategy
             .update(new, old, scope)
             .map_err(|e| undecodable(kind, e))?;
+        let (mut new, mut causes, unknown) = (decoded.obj, decoded.causes, decoded.unknown);
         if kind.has_spec && new.get("spec") != old.get("spec") {
             let generation = old
                 .pointer("/metadata/generation")
@@ -661,7 +741,7 @@ impl Server {
         if !causes.is_empty() {
             return Err(invalid(kind, &new, causes));
         }
-        Ok(new)
+        Ok((new, unknown))
     }
 
     /// Removes an object from etcd (with its allocations), precondition on `rev`.

@@ -189,6 +189,8 @@ pub struct Query {
     pub include_object: Option<String>,
     /// `fieldManager`.
     pub field_manager: Option<String>,
+    /// `fieldValidation`: `Strict`, `Warn` or `Ignore`.
+    pub field_validation: Option<String>,
 }
 
 fn flag(v: &str) -> bool {
@@ -235,6 +237,7 @@ impl Query {
                 "orphanDependents" => q.orphan_dependents = Some(flag(&v)),
                 "includeObject" => q.include_object = Some(v),
                 "fieldManager" => q.field_manager = Some(v),
+                "fieldValidation" => q.field_validation = Some(v),
                 _ => {}
             }
         }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::negotiate::{self, Format};
 use crate::object::{Filter, Obj, ObjReader};
-use crate::ops::{DeleteOpts, UpdateMode};
+use crate::ops::{DeleteOpts, FieldCheck, FieldValidation, UpdateMode};
 use crate::request::{Query, Target, object_key};
 use crate::server::Server;
 use crate::storage::prefix_end;
@@ -78,30 +78,33 @@ async fn dispatch(
                     kind.plural
                 )));
             }
+            let mut fields = field_check(q, body)?;
             let obj = negotiate::decode_body(headers, body)?;
             let created = srv
-                .create(kind, t.namespace.as_deref(), obj, q.dry_run)
+                .create(kind, t.namespace.as_deref(), obj, q.dry_run, &mut fields)
                 .await?;
-            match (created.json, &format) {
+            let resp = match (created.json, &format) {
                 // The stored bytes with their resourceVersion are the answer: no second encoding.
-                (Some(json), Format::Json) => Ok(negotiate::raw(201, json, "application/json")),
-                _ => Ok(render_one(kind, 201, created.obj, &format, srv.now(), q)),
-            }
+                (Some(json), Format::Json) => negotiate::raw(201, json, "application/json"),
+                _ => render_one(kind, 201, created.obj, &format, srv.now(), q),
+            };
+            Ok(negotiate::with_warnings(resp, &fields.warnings))
         }
         ("POST", true, Some("binding")) => bind(srv, t, q, headers, body).await,
         ("PUT", true, None | Some("status") | Some("finalize")) => {
+            let mut fields = field_check(q, body)?;
             let wanted = negotiate::decode_body(headers, body)?;
             let mode = match sub {
                 Some("status") => UpdateMode::Status,
                 Some("finalize") => UpdateMode::Finalize,
                 _ => UpdateMode::Main,
             };
+            let put = move |_old: &Value| Ok(wanted.clone());
             let (code, obj) = srv
-                .update(kind, ns, name, mode, q.dry_run, &move |_old: &Value| {
-                    Ok(wanted.clone())
-                })
+                .update(kind, ns, name, mode, q.dry_run, &mut fields, &put)
                 .await?;
-            Ok(render_one(kind, code, obj, &format, srv.now(), q))
+            let resp = render_one(kind, code, obj, &format, srv.now(), q);
+            Ok(negotiate::with_warnings(resp, &fields.warnings))
         }
         ("PUT", true, Some("scale")) => {
             let wanted = negotiate::decode_body(headers, body)?;
@@ -127,8 +130,12 @@ async fn dispatch(
             } else {
                 UpdateMode::Main
             };
-            let (code, obj) = srv.update(kind, ns, name, mode, q.dry_run, &apply).await?;
-            Ok(render_one(kind, code, obj, &format, srv.now(), q))
+            let mut fields = field_check(q, body)?;
+            let (code, obj) = srv
+                .update(kind, ns, name, mode, q.dry_run, &mut fields, &apply)
+                .await?;
+            let resp = render_one(kind, code, obj, &format, srv.now(), q);
+            Ok(negotiate::with_warnings(resp, &fields.warnings))
         }
         ("DELETE", true, None) => {
             let opts = DeleteOpts::from_body(optional_body(headers, body)?.as_ref(), q)?;
@@ -142,6 +149,22 @@ async fn dispatch(
             sub.map(|s| format!("/{s}")).unwrap_or_default()
         ))),
     }
+}
+
+/// The field validation of a write: the `fieldValidation` mode and the keys the JSON body repeats.
+fn field_check(q: &Query, body: &Bytes) -> ApiResult<FieldCheck> {
+    let mode = FieldValidation::parse(q.field_validation.as_deref())?;
+    let duplicates = if mode == FieldValidation::Ignore {
+        vec![]
+    } else {
+        // A body that is not JSON (YAML) has no duplicates to report here; malformed JSON fails later.
+        crate::extract::duplicate_fields(body).unwrap_or_default()
+    };
+    Ok(FieldCheck {
+        mode,
+        duplicates,
+        warnings: vec![],
+    })
 }
 
 /// A patch that cannot be applied to the object: 422, as Kubernetes answers.
@@ -595,6 +618,7 @@ async fn bind(
         &name,
         UpdateMode::System,
         q.dry_run,
+        &mut FieldCheck::ignore(),
         &mutate,
     )
     .await?;
@@ -710,6 +734,7 @@ async fn scale_update(
             &name,
             UpdateMode::System,
             q.dry_run,
+            &mut FieldCheck::ignore(),
             &mutate,
         )
         .await?;

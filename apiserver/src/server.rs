@@ -178,7 +178,13 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     for ns in INITIAL_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match server
-            .create(&ns_kind, None, obj, false)
+            .create(
+                &ns_kind,
+                None,
+                obj,
+                false,
+                &mut crate::ops::FieldCheck::ignore(),
+            )
             .await
             .map(|c| c.obj)
         {

@@ -442,3 +442,102 @@ async fn generate_name_and_dry_run() {
     assert_eq!(dry["metadata"]["name"], "dry");
     expect(&h.get(&format!("{PODS}/dry")).await, 404);
 }
+
+#[tokio::test]
+async fn field_validation_strict_warn_ignore() {
+    let c = Cluster::start().await;
+    let h = c.http();
+    let mut bad = pod("strict", json!({}));
+    bad["spec"]["bogus"] = json!(1);
+    bad["spec"]["containers"][0]["imagePullPolicyy"] = json!("Always");
+    let r = expect(
+        &h.json("POST", &format!("{PODS}?fieldValidation=Strict"), &bad)
+            .await,
+        400,
+    );
+    let msg = r["message"].as_str().unwrap();
+    assert!(msg.contains("strict decoding error"), "{msg}");
+    assert!(
+        msg.contains(r#"unknown field "spec.bogus""#)
+            && msg.contains(r#"unknown field "spec.containers[0].imagePullPolicyy""#),
+        "{msg}"
+    );
+    expect(&h.get(&format!("{PODS}/strict")).await, 404);
+
+    let dup = br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"dup","name":"dup"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
+    let r = expect(
+        &h.send(
+            "POST",
+            &format!("{PODS}?fieldValidation=Strict"),
+            &[("content-type", "application/json")],
+            &dup[..],
+        )
+        .await,
+        400,
+    );
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"duplicate field "metadata.name""#),
+        "{r}"
+    );
+
+    // Warn (the default): created, unknown fields dropped, and said so.
+    let r = h.json("POST", PODS, &bad).await;
+    let created = expect(&r, 201);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains(r#"unknown field \"spec.bogus\""#)),
+        "{:?}",
+        r.warnings
+    );
+    assert!(
+        created["spec"].get("bogus").is_none(),
+        "unknown fields are never stored"
+    );
+    let stored = expect(&h.get(&format!("{PODS}/strict")).await, 200);
+    assert!(stored["spec"].get("bogus").is_none());
+
+    // Ignore: no warnings.
+    let mut other = bad.clone();
+    other["metadata"]["name"] = json!("ignored");
+    let r = h
+        .json("POST", &format!("{PODS}?fieldValidation=Ignore"), &other)
+        .await;
+    expect(&r, 201);
+    assert!(r.warnings.is_empty());
+
+    // Patches and updates are checked too.
+    let r = h
+        .patch(
+            &format!("{PODS}/strict?fieldValidation=Strict"),
+            "application/merge-patch+json",
+            &json!({"metadata": {"labelz": {"a": "b"}}}),
+        )
+        .await;
+    assert!(
+        expect(&r, 400)["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"unknown field "metadata.labelz""#)
+    );
+    let r = h
+        .patch(
+            &format!("{PODS}/strict"),
+            "application/merge-patch+json",
+            &json!({"metadata": {"labels": {"a": "b"}}}),
+        )
+        .await;
+    assert!(expect(&r, 200)["metadata"]["labels"]["a"] == "b" && r.warnings.is_empty());
+    expect(
+        &h.json(
+            "POST",
+            &format!("{PODS}?fieldValidation=Sometimes"),
+            &pod("x", json!({})),
+        )
+        .await,
+        400,
+    );
+}

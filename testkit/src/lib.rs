@@ -188,6 +188,8 @@ pub struct Reply {
     pub status: u16,
     /// Content-Type header.
     pub content_type: String,
+    /// `Warning` headers.
+    pub warnings: Vec<String>,
     /// Body.
     pub body: Bytes,
 }
@@ -251,6 +253,12 @@ impl Http {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let warnings = resp
+            .headers()
+            .get_all("warning")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
         let body = resp
             .into_body()
             .collect()
@@ -260,6 +268,7 @@ impl Http {
         Reply {
             status,
             content_type,
+            warnings,
             body,
         }
     }

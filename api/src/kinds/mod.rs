@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::Cause;
-use crate::registry::{KindInfo, Registry, Strategy, Subresource, UpdateScope};
+use crate::registry::{Decoded, KindInfo, Registry, Strategy, Subresource, UpdateScope};
 use crate::table::Column;
 use crate::validation::NameRule;
 
@@ -75,6 +75,30 @@ fn decode<K: DeserializeOwned>(obj: &Value) -> Result<K, String> {
     K::deserialize(obj).map_err(|e| e.to_string())
 }
 
+/// Decodes like [`decode`], also collecting the paths of input fields the type ignores.
+fn decode_tracking<K: DeserializeOwned>(obj: &Value) -> Result<(K, Vec<String>), String> {
+    let mut unknown = vec![];
+    let k = serde_ignored::deserialize(obj, |path| unknown.push(field_path(&path)))
+        .map_err(|e| e.to_string())?;
+    Ok((k, unknown))
+}
+
+/// A serde_ignored path as Kubernetes writes field paths: `spec.containers[0].bogus`.
+fn field_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
+}
+
 fn encode<K: Serialize>(k: &K) -> Result<Value, String> {
     serde_json::to_value(k).map_err(|e| e.to_string())
 }
@@ -83,21 +107,20 @@ impl<K> Strategy for Typed<K>
 where
     K: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    fn create(&self, obj: Value) -> Result<(Value, Vec<Cause>), String> {
-        let mut k: K = decode(&obj)?;
+    fn create(&self, obj: Value) -> Result<Decoded, String> {
+        let (mut k, unknown) = decode_tracking::<K>(&obj)?;
         (self.default)(&mut k);
         (self.prepare_create)(&mut k);
         let mut causes = vec![];
         (self.validate)(&k, &mut causes);
-        Ok((encode(&k)?, causes))
+        Ok(Decoded {
+            obj: encode(&k)?,
+            causes,
+            unknown,
+        })
     }
-    fn update(
-        &self,
-        new: Value,
-        old: &Value,
-        scope: UpdateScope,
-    ) -> Result<(Value, Vec<Cause>), String> {
-        let mut k: K = decode(&new)?;
+    fn update(&self, new: Value, old: &Value, scope: UpdateScope) -> Result<Decoded, String> {
+        let (mut k, unknown) = decode_tracking::<K>(&new)?;
         let old: K = decode(old)?;
         (self.default)(&mut k);
         if scope != UpdateScope::Status {
@@ -110,7 +133,11 @@ where
             UpdateScope::Status => (self.validate_status_update)(&k, &old, &mut causes),
             UpdateScope::System => {}
         }
-        Ok((encode(&k)?, causes))
+        Ok(Decoded {
+            obj: encode(&k)?,
+            causes,
+            unknown,
+        })
     }
     fn columns(&self) -> &[Column] {
         self.columns
@@ -389,4 +416,32 @@ pub fn builtin() -> Registry {
         registry.add(e.into_info());
     }
     registry
+}
+
+#[cfg(test)]
+mod tracking_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_reported_with_their_paths() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "bogus": 1},
+            "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "Always"}], "extra": {"a": 1}}});
+        let (_, unknown) = decode_tracking::<k8s_openapi::api::core::v1::Pod>(&pod).unwrap();
+        assert_eq!(
+            unknown,
+            [
+                "metadata.bogus",
+                "spec.containers[0].imagePullPolicyy",
+                "spec.extra"
+            ]
+        );
+        let clean = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}});
+        assert!(
+            decode_tracking::<k8s_openapi::api::core::v1::Pod>(&clean)
+                .unwrap()
+                .1
+                .is_empty()
+        );
+    }
 }
