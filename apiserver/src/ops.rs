@@ -83,10 +83,13 @@ impl FieldValidation {
     }
 }
 
-/// Field validation of one write: the mode, duplicate fields found in the body, and the warnings to send.
+/// Options of one create or update: dry run, field validation (the mode and the keys the body
+/// repeats), and the warnings to send back.
 #[derive(Debug, Clone, Default)]
-pub struct FieldCheck {
-    /// The mode.
+pub struct WriteOpts {
+    /// `dryRun=All`: check everything, write nothing.
+    pub dry_run: bool,
+    /// Field validation mode.
     pub mode: FieldValidation,
     /// Paths of keys the request body repeats.
     pub duplicates: Vec<String>,
@@ -94,10 +97,11 @@ pub struct FieldCheck {
     pub warnings: Vec<String>,
 }
 
-impl FieldCheck {
-    /// No checking (server-internal writes).
-    pub fn ignore() -> Self {
-        FieldCheck {
+impl WriteOpts {
+    /// A server-internal write: no field validation.
+    pub fn internal(dry_run: bool) -> Self {
+        WriteOpts {
+            dry_run,
             mode: FieldValidation::Ignore,
             ..Default::default()
         }
@@ -417,9 +421,9 @@ impl Server {
         kind: &KindInfo,
         namespace: Option<&str>,
         mut obj: Value,
-        dry_run: bool,
-        fields: &mut FieldCheck,
+        fields: &mut WriteOpts,
     ) -> ApiResult<Created> {
+        let dry_run = fields.dry_run;
         check_type(kind, &mut obj)?;
         if kind.namespaced {
             let ns = namespace.unwrap_or("");
@@ -553,10 +557,10 @@ impl Server {
         namespace: &str,
         name: &str,
         mode: UpdateMode,
-        dry_run: bool,
-        fields: &mut FieldCheck,
+        fields: &mut WriteOpts,
         mutate: &(dyn Fn(&Value) -> ApiResult<Value> + Send + Sync),
     ) -> ApiResult<(u16, Value)> {
+        let dry_run = fields.dry_run;
         let key = object_key(kind, namespace, name);
         let mut taken = BTreeSet::new();
         for _ in 0..MAX_RETRIES {

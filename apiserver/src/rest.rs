@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::negotiate::{self, Format};
 use crate::object::{Filter, Obj, ObjReader};
-use crate::ops::{DeleteOpts, FieldCheck, FieldValidation, UpdateMode};
+use crate::ops::{DeleteOpts, FieldValidation, UpdateMode, WriteOpts};
 use crate::request::{Query, Target, object_key};
 use crate::server::Server;
 use crate::storage::prefix_end;
@@ -81,7 +81,7 @@ async fn dispatch(
             let mut fields = field_check(q, body)?;
             let obj = negotiate::decode_body(headers, body)?;
             let created = srv
-                .create(kind, t.namespace.as_deref(), obj, q.dry_run, &mut fields)
+                .create(kind, t.namespace.as_deref(), obj, &mut fields)
                 .await?;
             let resp = match (created.json, &format) {
                 // The stored bytes with their resourceVersion are the answer: no second encoding.
@@ -100,9 +100,7 @@ async fn dispatch(
                 _ => UpdateMode::Main,
             };
             let put = move |_old: &Value| Ok(wanted.clone());
-            let (code, obj) = srv
-                .update(kind, ns, name, mode, q.dry_run, &mut fields, &put)
-                .await?;
+            let (code, obj) = srv.update(kind, ns, name, mode, &mut fields, &put).await?;
             let resp = render_one(kind, code, obj, &format, srv.now(), q);
             Ok(negotiate::with_warnings(resp, &fields.warnings))
         }
@@ -132,7 +130,7 @@ async fn dispatch(
             };
             let mut fields = field_check(q, body)?;
             let (code, obj) = srv
-                .update(kind, ns, name, mode, q.dry_run, &mut fields, &apply)
+                .update(kind, ns, name, mode, &mut fields, &apply)
                 .await?;
             let resp = render_one(kind, code, obj, &format, srv.now(), q);
             Ok(negotiate::with_warnings(resp, &fields.warnings))
@@ -152,7 +150,7 @@ async fn dispatch(
 }
 
 /// The field validation of a write: the `fieldValidation` mode and the keys the JSON body repeats.
-fn field_check(q: &Query, body: &Bytes) -> ApiResult<FieldCheck> {
+fn field_check(q: &Query, body: &Bytes) -> ApiResult<WriteOpts> {
     let mode = FieldValidation::parse(q.field_validation.as_deref())?;
     let duplicates = if mode == FieldValidation::Ignore {
         vec![]
@@ -160,7 +158,8 @@ fn field_check(q: &Query, body: &Bytes) -> ApiResult<FieldCheck> {
         // A body that is not JSON (YAML) has no duplicates to report here; malformed JSON fails later.
         crate::extract::duplicate_fields(body).unwrap_or_default()
     };
-    Ok(FieldCheck {
+    Ok(WriteOpts {
+        dry_run: q.dry_run,
         mode,
         duplicates,
         warnings: vec![],
@@ -617,8 +616,7 @@ async fn bind(
         t.namespace.as_deref().unwrap_or(""),
         &name,
         UpdateMode::System,
-        q.dry_run,
-        &mut FieldCheck::ignore(),
+        &mut WriteOpts::internal(q.dry_run),
         &mutate,
     )
     .await?;
@@ -733,8 +731,7 @@ async fn scale_update(
             t.namespace.as_deref().unwrap_or(""),
             &name,
             UpdateMode::System,
-            q.dry_run,
-            &mut FieldCheck::ignore(),
+            &mut WriteOpts::internal(q.dry_run),
             &mutate,
         )
         .await?;

@@ -182,8 +182,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
                 &ns_kind,
                 None,
                 obj,
-                false,
-                &mut crate::ops::FieldCheck::ignore(),
+                &mut crate::ops::WriteOpts::internal(false),
             )
             .await
             .map(|c| c.obj)
