@@ -63,6 +63,8 @@ pub trait Strategy: Send + Sync {
     fn create(&self, obj: Value) -> Result<Decoded, String>;
     /// Fills defaults and validates an update of `old` under `scope`.
     fn update(&self, new: Value, old: &Value, scope: UpdateScope) -> Result<Decoded, String>;
+    /// The kind's OpenAPI schema (a reference into the generator's definitions, which it adds).
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema;
     /// Table columns kubectl shows for this kind.
     fn columns(&self) -> &[Column];
     /// The cells of one object's row, in column order.

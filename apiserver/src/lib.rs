@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod extract;
 pub mod negotiate;
 pub mod object;
+pub mod openapi;
 pub mod ops;
 pub mod request;
 pub mod rest;

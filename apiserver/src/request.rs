@@ -19,6 +19,8 @@ pub enum Route {
     GroupVersion(String, String),
     /// `/apis/<group>`.
     Group(String),
+    /// `/openapi/v3` (None) or one of its documents (`api/v1`, `apis/apps/v1`).
+    OpenApi(Option<String>),
     /// A resource, collection or subresource.
     Resource(Target),
     /// Nothing is served here.
@@ -87,6 +89,8 @@ pub fn route(registry: &Registry, path: &str) -> Result<Route, ApiError> {
         } else {
             "ready-check"
         }),
+        ["openapi", "v3"] => Route::OpenApi(None),
+        ["openapi", "v3", rest @ ..] => Route::OpenApi(Some(rest.join("/"))),
         ["api"] => Route::CoreVersions,
         ["apis"] => Route::Groups,
         ["api", v] => Route::GroupVersion(String::new(), v.to_string()),
@@ -191,6 +195,8 @@ pub struct Query {
     pub field_manager: Option<String>,
     /// `fieldValidation`: `Strict`, `Warn` or `Ignore`.
     pub field_validation: Option<String>,
+    /// `hash` of an OpenAPI document.
+    pub hash: Option<String>,
 }
 
 fn flag(v: &str) -> bool {
@@ -238,6 +244,7 @@ impl Query {
                 "includeObject" => q.include_object = Some(v),
                 "fieldManager" => q.field_manager = Some(v),
                 "fieldValidation" => q.field_validation = Some(v),
+                "hash" => q.hash = Some(v),
                 _ => {}
             }
         }

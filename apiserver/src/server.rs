@@ -73,6 +73,8 @@ pub struct Server {
     caches: HashMap<String, Arc<WatchCache>>,
     /// Service IP and node port ranges.
     pub ranges: Ranges,
+    /// The OpenAPI v3 documents.
+    pub openapi: crate::openapi::OpenApi,
     /// Turns true when the server shuts down, so long-running watches end.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -152,6 +154,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         .map_err(etcd_err)?;
     store.current_revision().await.map_err(etcd_err)?;
     let registry = atoll_api::kinds::builtin();
+    let openapi = crate::openapi::OpenApi::build(&registry);
     let caches = registry
         .kinds()
         .iter()
@@ -162,6 +165,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         store: store.clone(),
         caches,
         ranges,
+        openapi,
         stopping: tokio::sync::watch::channel(false).0,
     });
     // Each cache has loaded its initial list once its revision is set.
@@ -301,6 +305,28 @@ async fn answer(
             Some(doc) => get_only(doc),
             None => not_found(),
         },
+        Route::OpenApi(None) => match method {
+            Method::GET => negotiate::raw(200, srv.openapi.root(), "application/json"),
+            _ => get_only(serde_json::Value::Null),
+        },
+        Route::OpenApi(Some(path)) => {
+            let hash = q.hash.as_deref();
+            match srv.openapi.document(&path, hash) {
+                Some((doc, immutable)) if method == Method::GET => {
+                    let mut resp = negotiate::raw(200, doc, "application/json");
+                    let cache = if immutable {
+                        "public, immutable"
+                    } else {
+                        "no-cache, private"
+                    };
+                    resp.headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+                    resp
+                }
+                Some(_) => get_only(serde_json::Value::Null),
+                None => not_found(),
+            }
+        }
         Route::NotFound => not_found(),
     }
 }

@@ -375,8 +375,13 @@ async fn service_allocation_is_unique_transactional_and_durable() {
         "an update keeps the node port it had"
     );
     let mut immut = upd.clone();
-    immut["spec"]["clusterIP"] = json!("10.96.0.250");
-    immut["spec"]["clusterIPs"] = json!(["10.96.0.250"]);
+    let other_ip = if ip0 == "10.96.0.250" {
+        "10.96.0.251"
+    } else {
+        "10.96.0.250"
+    };
+    immut["spec"]["clusterIP"] = json!(other_ip);
+    immut["spec"]["clusterIPs"] = json!([other_ip]);
     expect(&h.json("PUT", &format!("{SVCS}/s0"), &immut).await, 422);
     let to_cip = expect(
         &h.patch(

@@ -1,6 +1,7 @@
 //! The real kubectl (the `/usr/bin/kubectl` dispatcher, which runs kubectl 1.33 against Atoll, and
-//! kubectl 1.27 directly) against the `atoll apiserver` binary on a real etcd.
-//! OpenAPI is not served yet, so commands that validate run with `--validate=false`.
+//! kubectl 1.27 directly) against the `atoll apiserver` binary on a real etcd. kubectl 1.33 validates
+//! on the server (OpenAPI v3 + fieldValidation); kubectl 1.27 would validate against OpenAPI v2,
+//! which is not served, so its commands run with `--validate=false`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -220,14 +221,8 @@ fn kubectl_everyday_commands() {
 
     // create -f, get in every output format.
     let pod = env.write("pod.yaml", POD);
-    assert_eq!(
-        env.ok(&["create", "-f", &pod, "--validate=false"]).trim(),
-        "pod/web created"
-    );
-    assert!(
-        env.fails(&["create", "-f", &pod, "--validate=false"])
-            .contains("AlreadyExists")
-    );
+    assert_eq!(env.ok(&["create", "-f", &pod]).trim(), "pod/web created");
+    assert!(env.fails(&["create", "-f", &pod]).contains("AlreadyExists"));
     let table = env.ok(&["get", "pods"]);
     assert!(
         table.contains("READY")
@@ -278,17 +273,41 @@ fn kubectl_everyday_commands() {
         .contains("pod/web")
     );
 
+    // Validation on the server (kubectl sends fieldValidation=Strict), explain from OpenAPI v3,
+    // and apply of a new object.
+    let bogus = POD
+        .replace("name: web\n", "name: bogus\n")
+        .replace("containerPort: 8080", "containerPort: 8080\n      bogus: 1");
+    let err = env.fails(&["create", "-f", &env.write("bogus.yaml", &bogus)]);
+    assert!(
+        err.contains(r#"strict decoding error: unknown field "spec.containers[0].ports[0].bogus""#),
+        "{err}"
+    );
+    let explained = env.ok(&["explain", "pods.spec.containers"]);
+    assert!(
+        explained.contains("FIELD: containers <[]Container>") && explained.contains("image"),
+        "{explained}"
+    );
+    let applied = POD.replace("name: web\n", "name: applied\n");
+    assert_eq!(
+        env.ok(&["apply", "-f", &env.write("applied.yaml", &applied)])
+            .trim(),
+        "pod/applied created"
+    );
+    let got: Value =
+        serde_json::from_str(&env.ok(&["get", "pod", "applied", "-o", "json"])).expect("json");
+    assert!(
+        got["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_string()
+    );
+    env.ok(&["delete", "pod", "applied"]);
+
     // More pods, listed in chunks of one.
     for i in 0..3 {
         let m = POD
             .replace("name: web\n", &format!("name: extra-{i}\n"))
             .replace("app: web", "app: extra");
-        env.ok(&[
-            "create",
-            "-f",
-            &env.write(&format!("extra-{i}.yaml"), &m),
-            "--validate=false",
-        ]);
+        env.ok(&["create", "-f", &env.write(&format!("extra-{i}.yaml"), &m)]);
     }
     let chunked = env.ok(&["get", "pods", "--chunk-size=1", "-o", "name"]);
     assert_eq!(chunked.lines().count(), 4, "{chunked}");
@@ -321,22 +340,12 @@ fn kubectl_everyday_commands() {
     assert_eq!(got["metadata"]["labels"]["json"], "yes");
     assert_eq!(got["metadata"]["annotations"]["note"], "hello");
     let replaced = POD.replace("app: web", "app: web\n    replaced: 'yes'");
-    env.ok(&[
-        "replace",
-        "-f",
-        &env.write("pod2.yaml", &replaced),
-        "--validate=false",
-    ]);
+    env.ok(&["replace", "-f", &env.write("pod2.yaml", &replaced)]);
     let got: Value =
         serde_json::from_str(&env.ok(&["get", "pod", "web", "-o", "json"])).expect("pod json");
     assert_eq!(got["metadata"]["labels"]["replaced"], "yes");
     let immutable = replaced.replace("'8080'", "'9090'");
-    let err = env.fails(&[
-        "replace",
-        "-f",
-        &env.write("pod3.yaml", &immutable),
-        "--validate=false",
-    ]);
+    let err = env.fails(&["replace", "-f", &env.write("pod3.yaml", &immutable)]);
     assert!(err.contains("pod updates may not change fields"), "{err}");
 
     // describe.
@@ -348,13 +357,8 @@ fn kubectl_everyday_commands() {
 
     // Services, replication controllers, nodes.
     assert_eq!(
-        env.ok(&[
-            "create",
-            "-f",
-            &env.write("svc.yaml", SERVICE),
-            "--validate=false"
-        ])
-        .trim(),
+        env.ok(&["create", "-f", &env.write("svc.yaml", SERVICE)])
+            .trim(),
         "service/web created"
     );
     let svc = env.ok(&["get", "svc", "web"]);
@@ -362,23 +366,13 @@ fn kubectl_everyday_commands() {
         svc.contains("NodePort") && svc.contains("10.97.0.") && svc.contains("80:31"),
         "{svc}"
     );
-    env.ok(&[
-        "create",
-        "-f",
-        &env.write("rc.yaml", RC),
-        "--validate=false",
-    ]);
+    env.ok(&["create", "-f", &env.write("rc.yaml", RC)]);
     env.ok(&["scale", "rc", "web-rc", "--replicas=3"]);
     let rc: Value =
         serde_json::from_str(&env.ok(&["get", "rc", "web-rc", "-o", "json"])).expect("rc json");
     assert_eq!(rc["spec"]["replicas"], 3);
     assert!(env.ok(&["get", "rc"]).contains("DESIRED"));
-    env.ok(&[
-        "create",
-        "-f",
-        &env.write("node.yaml", NODE),
-        "--validate=false",
-    ]);
+    env.ok(&["create", "-f", &env.write("node.yaml", NODE)]);
     let nodes = env.ok(&["get", "nodes"]);
     assert!(
         nodes.contains("node-1") && nodes.contains("worker"),
@@ -450,12 +444,7 @@ fn kubectl_everyday_commands() {
     assert!(node_fields.contains("node/node-1"), "{node_fields}");
     let replaced_svc =
         SERVICE.replace("name: web\n", "name: web\n  labels:\n    replaced: 'yes'\n");
-    env.ok(&[
-        "replace",
-        "-f",
-        &env.write("svc2.yaml", &replaced_svc),
-        "--validate=false",
-    ]);
+    env.ok(&["replace", "-f", &env.write("svc2.yaml", &replaced_svc)]);
     assert!(
         env.ok(&["get", "svc", "web", "--show-labels"])
             .contains("replaced=yes")
@@ -489,7 +478,6 @@ fn kubectl_everyday_commands() {
         "create",
         "-f",
         &env.write("late.yaml", &POD.replace("name: web\n", "name: late\n")),
-        "--validate=false",
     ]);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut saw_late = false;
@@ -542,7 +530,6 @@ fn kubectl_everyday_commands() {
             "ns.yaml",
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n",
         ),
-        "--validate=false",
     ]);
     env.ok(&["delete", "namespace", "team", "--wait=false"]);
     assert!(

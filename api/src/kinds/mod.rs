@@ -105,8 +105,11 @@ fn encode<K: Serialize>(k: &K) -> Result<Value, String> {
 
 impl<K> Strategy for Typed<K>
 where
-    K: Serialize + DeserializeOwned + Send + Sync + 'static,
+    K: Serialize + DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static,
 {
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<K>()
+    }
     fn create(&self, obj: Value) -> Result<Decoded, String> {
         let (mut k, unknown) = decode_tracking::<K>(&obj)?;
         (self.default)(&mut k);
