@@ -150,11 +150,7 @@ fn document(kinds: &[&KindInfo]) -> Value {
         }
         add_paths(&mut paths, k, &schema_ref, &mut generator);
     }
-    let mut schemas: Map<String, Value> = generator
-        .take_definitions(true)
-        .into_iter()
-        .map(|(name, schema)| (name, schema))
-        .collect();
+    let mut schemas: Map<String, Value> = generator.take_definitions(true);
     for (name, g) in kind_schemas {
         if let Some(Value::Object(s)) = schemas.get_mut(&name) {
             s.insert("x-kubernetes-group-version-kind".into(), json!([g]));
