@@ -7,8 +7,10 @@ pub mod error;
 pub mod kinds;
 pub mod meta;
 pub mod patch;
+pub mod patch_meta;
 pub mod registry;
 pub mod selector;
+pub mod strategic;
 pub mod table;
 pub mod validation;
 

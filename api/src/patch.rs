@@ -1,7 +1,10 @@
-//! Patches: JSON patch (RFC 6902) and JSON merge patch (RFC 7386) applied to JSON objects.
-//! Strategic merge and server-side apply are not served yet; [`PatchType::parse`] says so.
+//! Patches: JSON patch (RFC 6902), JSON merge patch (RFC 7386) and strategic merge patch
+//! ([`crate::strategic`]) applied to JSON objects. Server-side apply is not served yet;
+//! [`PatchType::parse`] says so.
 
 use serde_json::Value;
+
+use crate::strategic::TypeGraph;
 
 /// The patch formats of `PATCH` requests, by Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,6 +13,8 @@ pub enum PatchType {
     Json,
     /// `application/merge-patch+json`.
     Merge,
+    /// `application/strategic-merge-patch+json`.
+    Strategic,
 }
 
 impl PatchType {
@@ -19,22 +24,29 @@ impl PatchType {
         match media {
             "application/json-patch+json" => Ok(PatchType::Json),
             "application/merge-patch+json" => Ok(PatchType::Merge),
-            "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
-                Err(format!(
-                    "the media type {media:?} is not served yet: use application/merge-patch+json or application/json-patch+json (kubectl patch --type merge|json)"
-                ))
-            }
+            "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
+            "application/apply-patch+yaml" => Err(format!(
+                "server-side apply ({media:?}) is not served yet: use kubectl apply without --server-side"
+            )),
             other => Err(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (got {other:?})"
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
             )),
         }
     }
 }
 
-/// Applies `patch` (already parsed JSON) to `target`. Errors say what in the patch is wrong.
-pub fn apply(kind: PatchType, target: &Value, patch: &Value) -> Result<Value, String> {
+/// Applies `patch` (already parsed JSON) to `target`, whose schema is `root` in `types` (used by
+/// strategic merge patches). Errors say what in the patch is wrong.
+pub fn apply(
+    kind: PatchType,
+    target: &Value,
+    patch: &Value,
+    types: &TypeGraph,
+    root: &str,
+) -> Result<Value, String> {
     let mut out = target.clone();
     match kind {
+        PatchType::Strategic => return types.apply(root, target, patch),
         PatchType::Merge => {
             if !patch.is_object() {
                 return Err("a merge patch must be a JSON object".into());
@@ -60,20 +72,29 @@ mod tests {
     fn merge_patch_sets_and_removes() {
         let t = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"x": 1}});
         let p = json!({"metadata": {"labels": {"a": null, "c": "3"}}});
-        let out = apply(PatchType::Merge, &t, &p).unwrap();
+        let out = apply(PatchType::Merge, &t, &p, &TypeGraph::default(), "").unwrap();
         assert_eq!(out["metadata"]["labels"], json!({"b": "2", "c": "3"}));
-        assert!(apply(PatchType::Merge, &t, &json!([1])).is_err());
+        assert!(apply(PatchType::Merge, &t, &json!([1]), &TypeGraph::default(), "").is_err());
     }
 
     #[test]
     fn json_patch_ops_and_failures() {
         let t = json!({"spec": {"replicas": 1, "list": [1, 2]}});
         let p = json!([{"op": "replace", "path": "/spec/replicas", "value": 3}, {"op": "add", "path": "/spec/list/-", "value": 9}]);
-        let out = apply(PatchType::Json, &t, &p).unwrap();
+        let out = apply(PatchType::Json, &t, &p, &TypeGraph::default(), "").unwrap();
         assert_eq!(out["spec"], json!({"replicas": 3, "list": [1, 2, 9]}));
         let bad = json!([{"op": "test", "path": "/spec/replicas", "value": 7}]);
-        assert!(apply(PatchType::Json, &t, &bad).is_err());
-        assert!(apply(PatchType::Json, &t, &json!({"op": "add"})).is_err());
+        assert!(apply(PatchType::Json, &t, &bad, &TypeGraph::default(), "").is_err());
+        assert!(
+            apply(
+                PatchType::Json,
+                &t,
+                &json!({"op": "add"}),
+                &TypeGraph::default(),
+                ""
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -82,7 +103,11 @@ mod tests {
             PatchType::parse("application/merge-patch+json; charset=utf-8"),
             Ok(PatchType::Merge)
         );
-        assert!(PatchType::parse("application/strategic-merge-patch+json").is_err());
+        assert_eq!(
+            PatchType::parse("application/strategic-merge-patch+json"),
+            Ok(PatchType::Strategic)
+        );
+        assert!(PatchType::parse("application/apply-patch+yaml").is_err());
         assert!(PatchType::parse("text/plain").is_err());
     }
 }

@@ -117,8 +117,14 @@ async fn dispatch(
             let patch: Value = serde_json::from_slice(body).map_err(|e| {
                 ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}"))
             })?;
+            let root = if sub == Some("scale") {
+                atoll_api::strategic::SCALE
+            } else {
+                srv.types.root_of(kind).unwrap_or("")
+            };
+            let (types, root) = (srv.clone(), root.to_string());
             let apply = move |target: &Value| {
-                patch::apply(patch_type, target, &patch).map_err(patch_failed)
+                patch::apply(patch_type, target, &patch, &types.types, &root).map_err(patch_failed)
             };
             if sub == Some("scale") {
                 return scale_update(srv, t, q, apply).await;

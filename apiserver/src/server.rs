@@ -75,6 +75,8 @@ pub struct Server {
     pub ranges: Ranges,
     /// The OpenAPI v3 documents.
     pub openapi: crate::openapi::OpenApi,
+    /// The kinds' types, for strategic merge patches.
+    pub types: atoll_api::strategic::TypeGraph,
     /// Turns true when the server shuts down, so long-running watches end.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -155,6 +157,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
     store.current_revision().await.map_err(etcd_err)?;
     let registry = atoll_api::kinds::builtin();
     let openapi = crate::openapi::OpenApi::build(&registry);
+    let types = atoll_api::strategic::TypeGraph::of_registry(&registry);
     let caches = registry
         .kinds()
         .iter()
@@ -166,6 +169,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         caches,
         ranges,
         openapi,
+        types,
         stopping: tokio::sync::watch::channel(false).0,
     });
     // Each cache has loaded its initial list once its revision is set.

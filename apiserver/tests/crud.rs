@@ -541,3 +541,76 @@ async fn field_validation_strict_warn_ignore() {
         400,
     );
 }
+
+#[tokio::test]
+async fn strategic_merge_patches() {
+    let c = Cluster::start().await;
+    let h = c.http();
+    let mut p = pod("smp", json!({"a": "1"}));
+    p["spec"]["containers"] = json!([
+        {"name": "web", "image": "nginx:1", "env": [{"name": "A", "value": "1"}]},
+        {"name": "side", "image": "busybox"}
+    ]);
+    expect(&h.json("POST", PODS, &p).await, 201);
+    let smp = "application/strategic-merge-patch+json";
+    let patch = json!({"metadata": {"labels": {"b": "2"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx:2"}]}});
+    let out = expect(&h.patch(&format!("{PODS}/smp"), smp, &patch).await, 200);
+    assert_eq!(out["metadata"]["labels"], json!({"a": "1", "b": "2"}));
+    let containers = out["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 2, "containers merge by name");
+    assert_eq!(containers[0]["image"], "nginx:2");
+    assert_eq!(containers[0]["env"][0]["name"], "A");
+    // Directives reach the server's merge.
+    let order = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["none"], "finalizers": ["example.com/f"]}});
+    let out = expect(&h.patch(&format!("{PODS}/smp"), smp, &order).await, 200);
+    assert_eq!(out["metadata"]["finalizers"], json!(["example.com/f"]));
+    let bad = expect(
+        &h.patch(
+            &format!("{PODS}/smp"),
+            smp,
+            &json!({"metadata": {"$patch": "sideways"}}),
+        )
+        .await,
+        422,
+    );
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown patch type")
+    );
+    // Nodes cordon this way; scale takes it too.
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}});
+    expect(&h.json("POST", "/api/v1/nodes", &node).await, 201);
+    let cordoned = expect(
+        &h.patch(
+            "/api/v1/nodes/n",
+            smp,
+            &json!({"spec": {"unschedulable": true}}),
+        )
+        .await,
+        200,
+    );
+    assert_eq!(cordoned["spec"]["unschedulable"], true);
+    let rcs = "/api/v1/namespaces/default/replicationcontrollers";
+    expect(&h.json("POST", rcs, &rc("r", 1)).await, 201);
+    let scaled = expect(
+        &h.patch(
+            &format!("{rcs}/r/scale"),
+            smp,
+            &json!({"spec": {"replicas": 4}}),
+        )
+        .await,
+        200,
+    );
+    assert_eq!(scaled["spec"]["replicas"], 4);
+    let r = h
+        .patch(
+            &format!("{PODS}/smp"),
+            "application/apply-patch+yaml",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(expect(&r, 415)["reason"], "UnsupportedMediaType");
+}

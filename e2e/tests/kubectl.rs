@@ -300,6 +300,43 @@ fn kubectl_everyday_commands() {
         got["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
             .is_string()
     );
+    // apply again with changes: a strategic merge patch; kubectl patch (strategic by default); edit.
+    let changed = applied
+        .replace("image: busybox:1.36", "image: busybox:1.37")
+        .replace("app: web", "app: web\n    tier: x");
+    assert_eq!(
+        env.ok(&["apply", "-f", &env.write("applied.yaml", &changed)])
+            .trim(),
+        "pod/applied configured"
+    );
+    assert_eq!(
+        env.ok(&["apply", "-f", &env.path("applied.yaml").to_string_lossy()])
+            .trim(),
+        "pod/applied unchanged"
+    );
+    env.ok(&["patch", "pod", "applied", "-p", r#"{"metadata":{"labels":{"smp":"yes"}},"spec":{"containers":[{"name":"applied","image":"busybox:1.38"}]}}"#]);
+    let editor = env.write(
+        "editor.sh",
+        "#!/bin/sh\nsed -i 's/tier: x/tier: edited/' \"$1\"\n",
+    );
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let out = env
+        .command(Path::new("/usr/bin/kubectl"), &["edit", "pod", "applied"])
+        .env("KUBE_EDITOR", &editor)
+        .output()
+        .expect("kubectl edit");
+    assert!(
+        out.status.success(),
+        "kubectl edit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value =
+        serde_json::from_str(&env.ok(&["get", "pod", "applied", "-o", "json"])).expect("json");
+    assert_eq!(got["metadata"]["labels"]["tier"], "edited");
+    assert_eq!(got["metadata"]["labels"]["smp"], "yes");
+    assert_eq!(got["spec"]["containers"][0]["image"], "busybox:1.38");
+    assert_eq!(got["spec"]["containers"].as_array().map(Vec::len), Some(1));
     env.ok(&["delete", "pod", "applied"]);
 
     // More pods, listed in chunks of one.
@@ -378,6 +415,12 @@ fn kubectl_everyday_commands() {
         nodes.contains("node-1") && nodes.contains("worker"),
         "{nodes}"
     );
+    assert!(env.ok(&["cordon", "node-1"]).contains("cordoned"));
+    assert!(
+        env.ok(&["get", "node", "node-1"])
+            .contains("SchedulingDisabled")
+    );
+    assert!(env.ok(&["uncordon", "node-1"]).contains("uncordoned"));
     let all = env.ok(&["get", "all"]);
     for want in ["pod/web", "service/web", "replicationcontroller/web-rc"] {
         assert!(all.contains(want), "{want} missing from get all:\n{all}");
