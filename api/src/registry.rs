@@ -19,6 +19,8 @@ pub enum Subresource {
     Scale,
     /// `pods/binding`: assign a pod to a node.
     Binding,
+    /// `pods/eviction`: a `policy/v1 Eviction` deletes the pod gracefully (as `kubectl drain` does).
+    Eviction,
 }
 
 impl Subresource {
@@ -28,6 +30,7 @@ impl Subresource {
             Subresource::Status => "status",
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
+            Subresource::Eviction => "eviction",
         }
     }
 }

@@ -53,7 +53,7 @@ const VERBS: [&str; 8] = [
 
 fn sub_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
-        "binding" => &["create"],
+        "binding" | "eviction" => &["create"],
         "finalize" => &["update"],
         _ => &["get", "patch", "update"],
     }
@@ -68,6 +68,7 @@ fn subresources(k: &KindInfo) -> Vec<(&'static str, (&'static str, &'static str,
             Subresource::Status => ("status", ("", "", k.kind.clone())),
             Subresource::Scale => ("scale", ("autoscaling", "v1", "Scale".to_string())),
             Subresource::Binding => ("binding", ("", "v1", "Binding".to_string())),
+            Subresource::Eviction => ("eviction", ("policy", "v1", "Eviction".to_string())),
         })
         .collect();
     if k.group.is_empty() && k.plural == "namespaces" {

@@ -122,6 +122,11 @@ fn operation(
     op
 }
 
+/// A subresource that only takes POST (binding, eviction).
+fn create_only(params: &[Value], id: String, g: &Value, schema: &Value) -> Value {
+    json!({"parameters": params, "post": operation("post", id, g, write_params(), Some(json_body(schema)), schema)})
+}
+
 fn json_body(schema: &Value) -> Value {
     json!({"content": {"*/*": {"schema": schema}}, "required": true})
 }
@@ -154,6 +159,19 @@ fn document(kinds: &[&KindInfo]) -> Value {
     for (name, g) in kind_schemas {
         if let Some(Value::Object(s)) = schemas.get_mut(&name) {
             s.insert("x-kubernetes-group-version-kind".into(), json!([g]));
+        }
+    }
+    // The strategic-merge-patch facts of each field, as Kubernetes publishes them.
+    for (ty, field, strategy, key) in atoll_api::patch_meta::PATCH_FIELDS {
+        if let Some(Value::Object(prop)) = schemas
+            .get_mut(*ty)
+            .and_then(|s| s.get_mut("properties"))
+            .and_then(|p| p.get_mut(*field))
+        {
+            prop.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
+            if !key.is_empty() {
+                prop.insert("x-kubernetes-patch-merge-key".into(), json!(key));
+            }
         }
     }
     json!({
@@ -262,11 +280,24 @@ fn add_paths(
                     generator.subschema_for::<k8s_openapi::api::core::v1::Binding>(),
                 )
                 .unwrap_or(Value::Null);
-                let bg = gvk("", "v1", "Binding");
-                json!({
-                    "parameters": item_params,
-                    "post": operation("post", id("create", "Binding"), &bg, write_params(), Some(json_body(&binding)), &binding),
-                })
+                create_only(
+                    &item_params,
+                    id("create", "Binding"),
+                    &gvk("", "v1", "Binding"),
+                    &binding,
+                )
+            }
+            Subresource::Eviction => {
+                let eviction = serde_json::to_value(
+                    generator.subschema_for::<k8s_openapi::api::policy::v1::Eviction>(),
+                )
+                .unwrap_or(Value::Null);
+                create_only(
+                    &item_params,
+                    id("create", "Eviction"),
+                    &gvk("policy", "v1", "Eviction"),
+                    &eviction,
+                )
             }
         };
         paths.insert(sub_path, entry);
@@ -303,10 +334,64 @@ mod tests {
                 .any(|p| p["name"] == "fieldValidation")
         );
         assert!(doc["paths"]["/api/v1/nodes/{name}/status"].is_object());
+        let containers =
+            &doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert!(
             doc["components"]["schemas"]["io.k8s.api.core.v1.Container"]["properties"]["image"]
                 .is_object()
         );
         assert!(api.document("apis/nope/v1", None).is_none());
+    }
+
+    /// The served documents agree with Kubernetes' own definitions on every kind's GVK and on the
+    /// patch strategy and merge key of every field they both have.
+    #[test]
+    fn agrees_with_the_kubernetes_definitions() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/reference/k8s-v1.33-definitions.json"
+        );
+        let text = std::fs::read_to_string(path)
+            .expect("the Kubernetes definitions in ../shared/reference");
+        let reference: Value = serde_json::from_str(&text).unwrap();
+        let reference = reference["$defs"].as_object().unwrap();
+        let api = OpenApi::build(&atoll_api::kinds::builtin());
+        let mut compared = 0;
+        for (doc_path, (hash, _)) in &api.docs {
+            let (doc, _) = api.document(doc_path, Some(hash)).unwrap();
+            let doc: Value = serde_json::from_slice(&doc).unwrap();
+            for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+                let Some(theirs) = reference.get(name) else {
+                    continue;
+                };
+                if let Some(g) = schema.get("x-kubernetes-group-version-kind") {
+                    assert!(
+                        theirs["x-kubernetes-group-version-kind"]
+                            .as_array()
+                            .unwrap()
+                            .contains(&g[0]),
+                        "{name}: {g}"
+                    );
+                }
+                for (field, prop) in theirs["properties"].as_object().into_iter().flatten() {
+                    for ext in [
+                        "x-kubernetes-patch-strategy",
+                        "x-kubernetes-patch-merge-key",
+                    ] {
+                        if let Some(want) = prop.get(ext) {
+                            assert_eq!(
+                                schema["properties"][field].get(ext),
+                                Some(want),
+                                "{name}.{field} {ext}"
+                            );
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(compared > 50, "only {compared} extensions compared");
     }
 }

@@ -91,6 +91,7 @@ async fn dispatch(
             Ok(negotiate::with_warnings(resp, &fields.warnings))
         }
         ("POST", true, Some("binding")) => bind(srv, t, q, headers, body).await,
+        ("POST", true, Some("eviction")) => evict(srv, t, q, headers, body).await,
         ("PUT", true, None | Some("status") | Some("finalize")) => {
             let mut fields = field_check(q, body)?;
             let wanted = negotiate::decode_body(headers, body)?;
@@ -631,6 +632,44 @@ async fn bind(
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         &Format::Json,
     ))
+}
+
+/// POST pods/<name>/eviction: deletes the pod gracefully with the Eviction's delete options.
+/// (PodDisruptionBudgets are not served yet, so nothing refuses an eviction.)
+async fn evict(
+    srv: &Server,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let eviction = negotiate::decode_body(headers, body)?;
+    if eviction
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k != "Eviction")
+    {
+        return Err(ApiError::bad_request(
+            "the body of an eviction must be a policy/v1 Eviction",
+        ));
+    }
+    let body_name = meta::name(&eviction);
+    if !body_name.is_empty() && body_name != t.name() {
+        return Err(ApiError::bad_request(format!(
+            "name in URL does not match name in Eviction object: {} != {body_name}",
+            t.name()
+        )));
+    }
+    let opts = DeleteOpts::from_body(eviction.get("deleteOptions"), q)?;
+    srv.delete(
+        &t.kind,
+        t.namespace.as_deref().unwrap_or(""),
+        t.name(),
+        &opts,
+    )
+    .await?;
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+    Ok(negotiate::respond(201, &status, &Format::Json))
 }
 
 /// The `autoscaling/v1 Scale` view of an object with `spec.replicas`.

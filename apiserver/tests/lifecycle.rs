@@ -622,3 +622,71 @@ async fn field_selectors_of_events_and_nodes_and_delete_preconditions() {
     );
     assert!(r["message"].as_str().unwrap().contains("YAML"));
 }
+
+#[tokio::test]
+async fn evictions_delete_gracefully() {
+    let c = Cluster::start().await;
+    let h = c.http();
+    let mut bound = pod("bound", json!({}));
+    bound["spec"]["nodeName"] = json!("n1");
+    expect(&h.json("POST", PODS, &bound).await, 201);
+    let eviction = |name: &str, grace: Option<i64>| {
+        let mut e = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": "default"}});
+        if let Some(g) = grace {
+            e["deleteOptions"] = json!({"gracePeriodSeconds": g});
+        }
+        e
+    };
+    let r = expect(
+        &h.json(
+            "POST",
+            &format!("{PODS}/bound/eviction"),
+            &eviction("bound", None),
+        )
+        .await,
+        201,
+    );
+    assert_eq!(r["status"], "Success");
+    let terminating = expect(&h.get(&format!("{PODS}/bound")).await, 200);
+    assert!(
+        terminating["metadata"]["deletionTimestamp"].is_string(),
+        "a bound pod is evicted gracefully"
+    );
+    expect(
+        &h.json(
+            "POST",
+            &format!("{PODS}/bound/eviction"),
+            &eviction("bound", Some(0)),
+        )
+        .await,
+        201,
+    );
+    expect(&h.get(&format!("{PODS}/bound")).await, 404);
+    expect(
+        &h.json(
+            "POST",
+            &format!("{PODS}/gone/eviction"),
+            &eviction("gone", None),
+        )
+        .await,
+        404,
+    );
+    expect(&h.json("POST", PODS, &pod("other", json!({}))).await, 201);
+    expect(
+        &h.json(
+            "POST",
+            &format!("{PODS}/other/eviction"),
+            &eviction("wrong", None),
+        )
+        .await,
+        400,
+    );
+    let v1 = expect(&h.get("/api/v1").await, 200);
+    assert!(
+        v1["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "pods/eviction" && r["group"] == "policy")
+    );
+}

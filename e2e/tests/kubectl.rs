@@ -314,6 +314,18 @@ fn kubectl_everyday_commands() {
             .trim(),
         "pod/applied unchanged"
     );
+    // Removing a field that was applied before removes it from the object.
+    let with_note = changed.replace("    tier: x\n", "    tier: x\n    note: drop-me\n");
+    env.ok(&["apply", "-f", &env.write("applied.yaml", &with_note)]);
+    assert!(
+        env.ok(&["get", "pod", "applied", "--show-labels"])
+            .contains("note=drop-me")
+    );
+    env.ok(&["apply", "-f", &env.write("applied.yaml", &changed)]);
+    assert!(
+        !env.ok(&["get", "pod", "applied", "--show-labels"])
+            .contains("note=")
+    );
     env.ok(&["patch", "pod", "applied", "-p", r#"{"metadata":{"labels":{"smp":"yes"}},"spec":{"containers":[{"name":"applied","image":"busybox:1.38"}]}}"#]);
     let editor = env.write(
         "editor.sh",
@@ -405,6 +417,23 @@ fn kubectl_everyday_commands() {
     );
     env.ok(&["create", "-f", &env.write("rc.yaml", RC)]);
     env.ok(&["scale", "rc", "web-rc", "--replicas=3"]);
+    assert!(
+        env.fails(&[
+            "scale",
+            "rc",
+            "web-rc",
+            "--current-replicas=2",
+            "--replicas=4"
+        ])
+        .contains("Expected replicas to be 2")
+    );
+    env.ok(&[
+        "scale",
+        "rc",
+        "web-rc",
+        "--current-replicas=3",
+        "--replicas=3",
+    ]);
     let rc: Value =
         serde_json::from_str(&env.ok(&["get", "rc", "web-rc", "-o", "json"])).expect("rc json");
     assert_eq!(rc["spec"]["replicas"], 3);
@@ -421,6 +450,43 @@ fn kubectl_everyday_commands() {
             .contains("SchedulingDisabled")
     );
     assert!(env.ok(&["uncordon", "node-1"]).contains("uncordoned"));
+    // drain: cordon, then evict the node's pods (no kubelet runs here, so without a grace period).
+    for i in 0..2 {
+        let on_node = POD
+            .replace("name: web\n", &format!("name: on-node-{i}\n"))
+            .replace("spec:\n", "spec:\n  nodeName: node-1\n");
+        env.ok(&[
+            "create",
+            "-f",
+            &env.write(&format!("on-node-{i}.yaml"), &on_node),
+        ]);
+    }
+    let drained = env.ok(&[
+        "drain",
+        "node-1",
+        "--force",
+        "--grace-period=0",
+        "--timeout=60s",
+    ]);
+    assert!(
+        drained.contains("evicting pod default/on-node-0")
+            || drained.contains("pod/on-node-0 evicted"),
+        "{drained}"
+    );
+    assert!(drained.contains("node/node-1 drained"), "{drained}");
+    assert!(
+        env.ok(&[
+            "get",
+            "pods",
+            "--field-selector",
+            "spec.nodeName=node-1",
+            "-o",
+            "name"
+        ])
+        .trim()
+        .is_empty()
+    );
+    env.ok(&["uncordon", "node-1"]);
     let all = env.ok(&["get", "all"]);
     for want in ["pod/web", "service/web", "replicationcontroller/web-rc"] {
         assert!(all.contains(want), "{want} missing from get all:\n{all}");

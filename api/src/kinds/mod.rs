@@ -227,7 +227,7 @@ pub fn builtin() -> Registry {
             namespaced: true,
             short_names: &["po"],
             categories: all,
-            subresources: &[Status, Binding],
+            subresources: &[Status, Binding, Eviction],
             name_rule: Subdomain,
             fields: pod::FIELDS,
             has_spec: true,
