@@ -664,5 +664,47 @@ fn kubectl_everyday_commands() {
         let out = env.run_with(&old, &["delete", "pod", "web"]);
         assert!(out.status.success());
     }
+    // kubectl 1.30 and 1.32 run directly, with default flags (they validate against OpenAPI v3).
+    for version in ["1.30", "1.32"] {
+        let Some(bin) = kubectl_dir()
+            .map(|d| d.join(format!("kubectl.{version}")))
+            .filter(|b| b.exists())
+        else {
+            continue;
+        };
+        let ok = |args: &[&str]| {
+            let out = env.run_with(&bin, args);
+            assert!(
+                out.status.success(),
+                "kubectl {version} {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let name = format!("v{}", version.replace('.', "-"));
+        let manifest = POD.replace("name: web\n", &format!("name: {name}\n"));
+        let file = env.write(&format!("{name}.yaml"), &manifest);
+        assert!(ok(&["apply", "-f", &file]).contains("created"));
+        std::fs::write(&file, manifest.replace("app: web", "app: web\n    v: x"))
+            .expect("manifest");
+        assert!(ok(&["apply", "-f", &file]).contains("configured"));
+        ok(&["label", "pod", &name, "more=yes"]);
+        ok(&[
+            "patch",
+            "pod",
+            &name,
+            "-p",
+            r#"{"metadata":{"annotations":{"a":"b"}}}"#,
+        ]);
+        let table = ok(&["get", "pods", &name, "-o", "wide"]);
+        assert!(
+            table.contains(&name) && table.contains("Pending"),
+            "{table}"
+        );
+        assert!(ok(&["explain", "pods.spec.containers.image"]).contains("image"));
+        assert!(ok(&["api-resources"]).contains("replicationcontrollers"));
+        ok(&["delete", "-f", &file]);
+    }
     let _ = std::io::stderr().flush();
 }
