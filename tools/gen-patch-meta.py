@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Extracts the strategic-merge-patch facts of Kubernetes' API types (which fields merge, by which key)
+"""Extracts the strategic-merge-patch and list-type facts of Kubernetes' API types (which fields merge,
+by which key; which lists are atomic, sets or maps)
 from the Kubernetes 1.33 definitions in ../shared/reference/k8s-v1.33-definitions.json into
 api/src/patch_meta.rs. Only structural facts are carried (type, field, strategy, merge key), no prose.
 Run from the repository root: python3 tools/gen-patch-meta.py"""
@@ -12,13 +13,15 @@ root = os.path.dirname(here)
 src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "..", "shared", "reference", "k8s-v1.33-definitions.json")
 defs = json.load(open(src))["$defs"]
 rows = []
+lists = []
 for name in sorted(defs):
     for field, prop in sorted((defs[name].get("properties") or {}).items()):
         strategy = prop.get("x-kubernetes-patch-strategy")
-        if not strategy:
-            continue
-        key = prop.get("x-kubernetes-patch-merge-key", "")
-        rows.append((name, field, strategy, key))
+        if strategy:
+            rows.append((name, field, strategy, prop.get("x-kubernetes-patch-merge-key", "")))
+        list_type = prop.get("x-kubernetes-list-type")
+        if list_type:
+            lists.append((name, field, list_type, ",".join(prop.get("x-kubernetes-list-map-keys", []))))
 out = os.path.join(root, "api", "src", "patch_meta.rs")
 with open(out, "w") as f:
     f.write("//! Strategic-merge-patch facts of the Kubernetes API types: (type, field, strategy, merge key).\n")
@@ -27,5 +30,11 @@ with open(out, "w") as f:
     f.write("pub const PATCH_FIELDS: &[(&str, &str, &str, &str)] = &[\n")
     for r in rows:
         f.write("    (%s, %s, %s, %s),\n" % tuple(json.dumps(x) for x in r))
+    f.write("];\n\n")
+    f.write("/// `(schema name, field, list type, map keys joined by commas)` for server-side apply: lists are\n")
+    f.write("/// `atomic`, `set` or `map` (elements identified by the map keys).\n")
+    f.write("pub const LIST_TYPES: &[(&str, &str, &str, &str)] = &[\n")
+    for r in lists:
+        f.write("    (%s, %s, %s, %s),\n" % tuple(json.dumps(x) for x in r))
     f.write("];\n")
-print(f"{len(rows)} fields -> {out}")
+print(f"{len(rows)} patch fields, {len(lists)} list types -> {out}")

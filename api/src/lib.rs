@@ -3,6 +3,7 @@
 //! Table printing ([`table`]), patches ([`patch`]) and the error type every API failure becomes ([`error`]).
 //! No I/O happens here.
 
+pub mod apply;
 pub mod error;
 pub mod kinds;
 pub mod meta;

@@ -26,7 +26,7 @@ impl PatchType {
             "application/merge-patch+json" => Ok(PatchType::Merge),
             "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
             "application/apply-patch+yaml" => Err(format!(
-                "server-side apply ({media:?}) is not served yet: use kubectl apply without --server-side"
+                "server-side apply ({media:?}) is served on the main resource only, not on subresources"
             )),
             other => Err(format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"

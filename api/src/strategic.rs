@@ -26,7 +26,7 @@ pub const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
 
 /// What a value of some field is, as far as merging goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Ty {
+pub(crate) enum Ty {
     /// A struct with named fields.
     Struct(String),
     /// A map with arbitrary keys.
@@ -105,6 +105,25 @@ impl TypeGraph {
             return Ty::Map(Box::new(self.resolve(values)));
         }
         Ty::Other
+    }
+
+    /// The type of a kind's objects.
+    pub(crate) fn root_ty(&self, root: &str) -> Ty {
+        if self.has(root) {
+            Ty::Struct(root.to_string())
+        } else {
+            Ty::Other
+        }
+    }
+
+    /// The patch strategy and merge key of a struct field.
+    pub(crate) fn strategy_of(&self, ty: &Ty, field: &str) -> (&'static str, &'static str) {
+        self.strategy(ty, field)
+    }
+
+    /// The type of a field of `ty`.
+    pub(crate) fn field_ty(&self, ty: &Ty, field: &str) -> Ty {
+        self.field(ty, field)
     }
 
     fn field(&self, ty: &Ty, field: &str) -> Ty {
@@ -300,6 +319,14 @@ impl TypeGraph {
             }
         }
         Ok(list)
+    }
+}
+
+/// The element type of a list type.
+pub(crate) fn item_of(ty: &Ty) -> Ty {
+    match ty {
+        Ty::List(inner) => (**inner).clone(),
+        _ => Ty::Other,
     }
 }
 

@@ -95,6 +95,10 @@ pub struct WriteOpts {
     pub duplicates: Vec<String>,
     /// Warnings for the response (`Warning: 299 - "..."`).
     pub warnings: Vec<String>,
+    /// The field manager the write's fields are recorded for ("": not recorded).
+    pub manager: String,
+    /// For a server-side apply: the applied configuration (the object's managedFields are set).
+    pub applied: Option<Value>,
 }
 
 impl WriteOpts {
@@ -447,9 +451,11 @@ impl Server {
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
             "selfLink",
-            "managedFields",
         ] {
             m.remove(f);
+        }
+        if fields.applied.is_none() {
+            m.remove("managedFields");
         }
         m.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
         m.insert(
@@ -478,6 +484,10 @@ impl Server {
         validate_meta(kind, &obj, &mut causes);
         if !causes.is_empty() {
             return Err(invalid(kind, &obj, causes));
+        }
+        match &fields.applied {
+            Some(config) => self.settle_applied(kind, &mut obj, config, &fields.manager),
+            None => self.record_fields(kind, None, &mut obj, "", fields),
         }
         if kind.namespaced {
             self.check_namespace(meta::namespace(&obj)).await?;
@@ -571,7 +581,23 @@ impl Server {
             if !wanted_rv.is_empty() && parse_rv(&wanted_rv)? != rev {
                 return Err(modified(kind, name));
             }
-            let (new, unknown) = self.prepare_update(kind, namespace, name, mode, &old, new)?;
+            let applied_fields = if fields.applied.is_some() {
+                new.pointer("/metadata/managedFields").cloned()
+            } else {
+                None
+            };
+            let (mut new, unknown) = self.prepare_update(kind, namespace, name, mode, &old, new)?;
+            if let Some(config) = &fields.applied {
+                meta::set(&mut new, "managedFields", applied_fields);
+                self.settle_applied(kind, &mut new, config, &fields.manager);
+            } else {
+                let sub = match mode {
+                    UpdateMode::Status => "status",
+                    UpdateMode::Finalize => "finalize",
+                    _ => "",
+                };
+                self.record_fields(kind, Some(&old), &mut new, sub, fields);
+            }
             fields.apply(kind, &unknown)?;
             if new == old {
                 return Ok((200, old));
@@ -582,7 +608,6 @@ impl Server {
                     .await
                     .map(|o| (200, o));
             }
-            let mut new = new;
             let claims = if is_services(kind) {
                 self.allocate(&mut new, Some(&old), &taken, &format!("{namespace}/{name}"))?
             } else {
@@ -628,6 +653,40 @@ impl Server {
             }
         }
         Err(too_busy(kind, name))
+    }
+
+    /// Sets an applier's owned fields as the stored object identifies them.
+    fn settle_applied(&self, kind: &KindInfo, obj: &mut Value, config: &Value, manager: &str) {
+        if let Some(root) = self.types.root_of(kind) {
+            atoll_api::apply::settle_applied(&self.types, root, obj, config, manager);
+        }
+    }
+
+    /// Records the fields a write changed as owned by its field manager (`metadata.managedFields`).
+    fn record_fields(
+        &self,
+        kind: &KindInfo,
+        old: Option<&Value>,
+        new: &mut Value,
+        subresource: &str,
+        opts: &WriteOpts,
+    ) {
+        if opts.manager.is_empty() {
+            // Server-internal writes keep the ownership as it was (prepare_update copied it).
+            return;
+        }
+        let Some(root) = self.types.root_of(kind) else {
+            return;
+        };
+        let time = meta::timestamp(self.now());
+        let api_version = kind.api_version();
+        let writer = atoll_api::apply::Writer {
+            manager: &opts.manager,
+            api_version: &api_version,
+            subresource,
+            time: &time,
+        };
+        atoll_api::apply::record_update(&self.types, root, old, new, &writer);
     }
 
     /// Applies the update rules of `mode` to a wanted state and validates it.
@@ -707,6 +766,7 @@ impl Server {
             "deletionGracePeriodSeconds",
             "generation",
             "resourceVersion",
+            "managedFields",
         ] {
             match old.pointer(&format!("/metadata/{f}")) {
                 Some(v) => m.insert(f.into(), v.clone()),

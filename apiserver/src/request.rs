@@ -197,6 +197,8 @@ pub struct Query {
     pub field_validation: Option<String>,
     /// `hash` of an OpenAPI document.
     pub hash: Option<String>,
+    /// `force` (server-side apply takes fields other managers own).
+    pub force: bool,
 }
 
 fn flag(v: &str) -> bool {
@@ -245,6 +247,7 @@ impl Query {
                 "fieldManager" => q.field_manager = Some(v),
                 "fieldValidation" => q.field_validation = Some(v),
                 "hash" => q.hash = Some(v),
+                "force" => q.force = flag(&v),
                 _ => {}
             }
         }

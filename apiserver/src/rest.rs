@@ -78,7 +78,7 @@ async fn dispatch(
                     kind.plural
                 )));
             }
-            let mut fields = field_check(q, body)?;
+            let mut fields = field_check(q, headers, body)?;
             let obj = negotiate::decode_body(headers, body)?;
             let created = srv
                 .create(kind, t.namespace.as_deref(), obj, &mut fields)
@@ -93,7 +93,7 @@ async fn dispatch(
         ("POST", true, Some("binding")) => bind(srv, t, q, headers, body).await,
         ("POST", true, Some("eviction")) => evict(srv, t, q, headers, body).await,
         ("PUT", true, None | Some("status") | Some("finalize")) => {
-            let mut fields = field_check(q, body)?;
+            let mut fields = field_check(q, headers, body)?;
             let wanted = negotiate::decode_body(headers, body)?;
             let mode = match sub {
                 Some("status") => UpdateMode::Status,
@@ -108,6 +108,12 @@ async fn dispatch(
         ("PUT", true, Some("scale")) => {
             let wanted = negotiate::decode_body(headers, body)?;
             scale_update(srv, t, q, move |_scale| Ok(wanted.clone())).await
+        }
+        ("PATCH", true, None)
+            if content_type(headers)
+                .is_ok_and(|ct| ct.split(';').next().unwrap_or("").trim() == APPLY) =>
+        {
+            server_side_apply(srv, t, q, headers, body, &format).await
         }
         ("PATCH", true, None | Some("status") | Some("scale")) => {
             let patch_type = content_type(headers)
@@ -135,7 +141,7 @@ async fn dispatch(
             } else {
                 UpdateMode::Main
             };
-            let mut fields = field_check(q, body)?;
+            let mut fields = field_check(q, headers, body)?;
             let (code, obj) = srv
                 .update(kind, ns, name, mode, &mut fields, &apply)
                 .await?;
@@ -157,7 +163,7 @@ async fn dispatch(
 }
 
 /// The field validation of a write: the `fieldValidation` mode and the keys the JSON body repeats.
-fn field_check(q: &Query, body: &Bytes) -> ApiResult<WriteOpts> {
+fn field_check(q: &Query, headers: &HeaderMap, body: &Bytes) -> ApiResult<WriteOpts> {
     let mode = FieldValidation::parse(q.field_validation.as_deref())?;
     let duplicates = if mode == FieldValidation::Ignore {
         vec![]
@@ -170,7 +176,24 @@ fn field_check(q: &Query, body: &Bytes) -> ApiResult<WriteOpts> {
         mode,
         duplicates,
         warnings: vec![],
+        manager: manager(q, headers),
+        applied: None,
     })
+}
+
+/// The field manager of a write: `fieldManager`, else the client's user agent up to its first `/`.
+fn manager(q: &Query, headers: &HeaderMap) -> String {
+    if let Some(m) = q.field_manager.as_deref().filter(|m| !m.is_empty()) {
+        return m.chars().take(128).collect();
+    }
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match ua.split('/').next().filter(|s| !s.is_empty()) {
+        Some(product) => product.chars().take(128).collect(),
+        None => "unknown".into(),
+    }
 }
 
 /// A patch that cannot be applied to the object: 422, as Kubernetes answers.
@@ -632,6 +655,127 @@ async fn bind(
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         &Format::Json,
     ))
+}
+
+/// The media type of server-side apply.
+const APPLY: &str = "application/apply-patch+yaml";
+
+/// PATCH with `application/apply-patch+yaml`: server-side apply of the body (YAML or JSON) as the
+/// request's field manager; creates the object when it does not exist.
+async fn server_side_apply(
+    srv: &Arc<Server>,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+    format: &Format,
+) -> ApiResult<Response> {
+    let kind = &t.kind;
+    if q.field_manager.as_deref().unwrap_or("").is_empty() {
+        return Err(ApiError::bad_request(
+            "PATCH /apply: fieldManager is required for apply requests",
+        ));
+    }
+    let mut opts = field_check(q, headers, body)?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the apply body is not UTF-8"))?;
+    let mut config: Value = serde_saphyr::from_str(text).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the apply body could not be decoded as YAML or JSON: {e}"
+        ))
+    })?;
+    if config.get("apiVersion").is_none() || config.get("kind").is_none() {
+        return Err(ApiError::bad_request(
+            "an applied configuration must set apiVersion and kind",
+        ));
+    }
+    crate::ops::check_type(kind, &mut config)?;
+    opts.applied = Some(config.clone());
+    let body_name = meta::name(&config);
+    if !body_name.is_empty() && body_name != t.name() {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({})",
+            t.name()
+        )));
+    }
+    let force = q.force;
+    let root = srv.types.root_of(kind).unwrap_or("").to_string();
+    let time = meta::timestamp(srv.now());
+    let api_version = kind.api_version();
+    let manager = opts.manager.clone();
+    let ns = t.namespace.as_deref().unwrap_or("");
+    let writer = atoll_api::apply::Writer {
+        manager: &manager,
+        api_version: &api_version,
+        subresource: "",
+        time: &time,
+    };
+    let exists = match srv.read(kind, ns, t.name()).await {
+        Ok(_) => true,
+        Err(e) if e.code == 404 => false,
+        Err(e) => return Err(e),
+    };
+    if !exists {
+        let mut obj = atoll_api::apply::apply(&srv.types, &root, None, &config, &writer, force)
+            .map_err(|c| apply_conflict(kind, t.name(), &api_version, c))?;
+        meta::set(&mut obj, "name", Some(t.name().into()));
+        let created = srv
+            .create(kind, t.namespace.as_deref(), obj, &mut opts)
+            .await?;
+        let resp = render_one(kind, 201, created.obj, format, srv.now(), q);
+        return Ok(negotiate::with_warnings(resp, &opts.warnings));
+    }
+    let apply = |old: &Value| -> ApiResult<Value> {
+        let mut merged =
+            atoll_api::apply::apply(&srv.types, &root, Some(old), &config, &writer, force)
+                .map_err(|c| apply_conflict(kind, t.name(), &api_version, c))?;
+        // A resourceVersion only binds when the configuration gives one.
+        meta::set(
+            &mut merged,
+            "resourceVersion",
+            config.pointer("/metadata/resourceVersion").cloned(),
+        );
+        Ok(merged)
+    };
+    let (code, obj) = srv
+        .update(kind, ns, t.name(), UpdateMode::Main, &mut opts, &apply)
+        .await?;
+    let resp = render_one(kind, code, obj, format, srv.now(), q);
+    Ok(negotiate::with_warnings(resp, &opts.warnings))
+}
+
+/// The 409 for an apply that would change fields other managers own.
+fn apply_conflict(
+    kind: &KindInfo,
+    name: &str,
+    api_version: &str,
+    conflicts: Vec<atoll_api::apply::Conflict>,
+) -> ApiError {
+    let list: Vec<String> = conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "conflict with {:?} using {api_version}: {}",
+                c.manager, c.field
+            )
+        })
+        .collect();
+    let mut e = ApiError::conflict(&kind.group, &kind.plural, name, "");
+    e.message = format!(
+        "Apply failed with {} conflict{}: {}",
+        list.len(),
+        if list.len() == 1 { "" } else { "s" },
+        list.join("\n")
+    );
+    e.causes = conflicts
+        .into_iter()
+        .map(|c| atoll_api::Cause {
+            reason: "FieldManagerConflict",
+            message: format!("conflict with {:?} using {api_version}", c.manager),
+            field: c.field,
+        })
+        .collect();
+    e
 }
 
 /// POST pods/<name>/eviction: deletes the pod gracefully with the Eviction's delete options.

@@ -612,5 +612,118 @@ async fn strategic_merge_patches() {
             &json!({}),
         )
         .await;
-    assert_eq!(expect(&r, 415)["reason"], "UnsupportedMediaType");
+    assert!(
+        expect(&r, 400)["message"]
+            .as_str()
+            .unwrap()
+            .contains("fieldManager is required")
+    );
+}
+
+#[tokio::test]
+async fn server_side_apply_and_field_ownership() {
+    let c = Cluster::start().await;
+    let h = c.http();
+    let apply = |manager: &str, force: bool, body: &str| {
+        let h = h.clone();
+        let path = format!(
+            "{PODS}/ssa?fieldManager={manager}{}",
+            if force { "&force=true" } else { "" }
+        );
+        let body = body.to_string();
+        async move {
+            h.send(
+                "PATCH",
+                &path,
+                &[("content-type", "application/apply-patch+yaml")],
+                body,
+            )
+            .await
+        }
+    };
+    let config = |image: &str, label: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ssa\n  labels:\n    app: web\n    {label}: 'yes'\nspec:\n  containers:\n  - name: web\n    image: {image}\n"
+        )
+    };
+    // Creates when missing; the manager owns what it applied.
+    let created = expect(
+        &apply("alice", false, &config("nginx:1", "extra")).await,
+        201,
+    );
+    let mf = &created["metadata"]["managedFields"][0];
+    assert_eq!(
+        (mf["manager"].as_str(), mf["operation"].as_str()),
+        (Some("alice"), Some("Apply"))
+    );
+    assert!(
+        mf["fieldsV1"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"]["f:image"].is_object(),
+        "{mf}"
+    );
+    // A merge patch by another manager takes the image over.
+    let patched = h
+        .patch(
+            &format!("{PODS}/ssa?fieldManager=bob"),
+            "application/merge-patch+json",
+            &json!({"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}),
+        )
+        .await;
+    expect(&patched, 200);
+    // Applying a different image now conflicts, naming the owner and the field.
+    let r = expect(
+        &apply("alice", false, &config("nginx:1", "extra")).await,
+        409,
+    );
+    let msg = r["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Apply failed with 1 conflict")
+            && msg.contains(r#"conflict with "bob""#)
+            && msg.contains(r#".spec.containers[name="web"].image"#),
+        "{msg}"
+    );
+    assert_eq!(r["details"]["causes"][0]["reason"], "FieldManagerConflict");
+    // Force takes it back; a label alice stops applying is removed.
+    let forced = expect(
+        &apply("alice", true, &config("nginx:1", "other")).await,
+        200,
+    );
+    assert_eq!(forced["spec"]["containers"][0]["image"], "nginx:1");
+    assert!(
+        forced["metadata"]["labels"].get("extra").is_none(),
+        "{}",
+        forced["metadata"]["labels"]
+    );
+    assert_eq!(forced["metadata"]["labels"]["other"], "yes");
+    // The same config again is a no-op.
+    let again = expect(
+        &apply("alice", false, &config("nginx:1", "other")).await,
+        200,
+    );
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        forced["metadata"]["resourceVersion"]
+    );
+    // Apply needs a field manager.
+    let r = h
+        .send(
+            "PATCH",
+            &format!("{PODS}/ssa"),
+            &[("content-type", "application/apply-patch+yaml")],
+            config("x", "y"),
+        )
+        .await;
+    expect(&r, 400);
+    // Every write records its manager.
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tracked"}, "data": {"a": "1"}});
+    let made = expect(
+        &h.json(
+            "POST",
+            "/api/v1/namespaces/default/configmaps?fieldManager=maker",
+            &cm,
+        )
+        .await,
+        201,
+    );
+    assert_eq!(made["metadata"]["managedFields"][0]["manager"], "maker");
+    assert!(made["metadata"]["managedFields"][0]["fieldsV1"]["f:data"]["f:a"].is_object());
 }

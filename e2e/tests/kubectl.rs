@@ -351,6 +351,51 @@ fn kubectl_everyday_commands() {
     assert_eq!(got["spec"]["containers"].as_array().map(Vec::len), Some(1));
     env.ok(&["delete", "pod", "applied"]);
 
+    // Server-side apply: create, update, a conflict with another manager, --force-conflicts.
+    let ssa = POD.replace("name: web\n", "name: ssa\n");
+    let ssa_file = env.write("ssa.yaml", &ssa);
+    assert!(
+        env.ok(&["apply", "--server-side", "-f", &ssa_file])
+            .contains("pod/ssa serverside-applied")
+    );
+    std::fs::write(&ssa_file, ssa.replace("app: web", "app: web\n    ssa: v2")).expect("manifest");
+    assert!(
+        env.ok(&["apply", "--server-side", "-f", &ssa_file])
+            .contains("serverside-applied")
+    );
+    env.ok(&["label", "pod", "ssa", "ssa=mine", "--overwrite"]);
+    let conflict = env.fails(&["apply", "--server-side", "-f", &ssa_file]);
+    assert!(
+        conflict.contains("conflict")
+            && conflict.contains("kubectl-label")
+            && conflict.contains(".metadata.labels.ssa"),
+        "{conflict}"
+    );
+    assert!(
+        env.ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &ssa_file
+        ])
+        .contains("serverside-applied")
+    );
+    assert!(
+        env.ok(&["get", "pod", "ssa", "--show-labels"])
+            .contains("ssa=v2")
+    );
+    let managed = env.ok(&[
+        "get",
+        "pod",
+        "ssa",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+        "--show-managed-fields",
+    ]);
+    assert!(managed.contains("kubectl"), "{managed}");
+    env.ok(&["delete", "pod", "ssa"]);
+
     // More pods, listed in chunks of one.
     for i in 0..3 {
         let m = POD
