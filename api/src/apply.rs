@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::patch_meta::LIST_TYPES;
 use crate::strategic::TypeGraph;
 
 /// One field path: `f:spec`, `f:containers`, `k:{"name":"web"}`, `f:image`.
@@ -31,7 +30,9 @@ enum ListKind {
 /// Fields no manager owns: identity and server-set metadata.
 fn ignored(path: &[String]) -> bool {
     match path {
-        [a] => a == "f:apiVersion" || a == "f:kind" || a == "f:status",
+        [a] => a == "f:apiVersion" || a == "f:kind",
+        // Status is written through its subresource and reset on the main resource: not tracked.
+        [a, ..] if a == "f:status" => true,
         [m, f] if m == "f:metadata" => [
             "f:name",
             "f:namespace",
@@ -51,17 +52,14 @@ fn ignored(path: &[String]) -> bool {
 
 impl TypeGraph {
     fn list_kind(&self, parent: &crate::strategic::Ty, field: &str) -> ListKind {
-        if let crate::strategic::Ty::Struct(name) = parent {
-            if let Some((_, _, kind, keys)) = LIST_TYPES
-                .iter()
-                .find(|(t, f, _, _)| t == name && *f == field)
-            {
-                return match *kind {
-                    "map" => ListKind::Map(keys.split(',').map(str::to_string).collect()),
-                    "set" => ListKind::Set,
-                    _ => ListKind::Atomic,
-                };
-            }
+        if let Some((kind, keys)) = self.list_type_of(parent, field) {
+            return match kind {
+                "map" => ListKind::Map(keys.split(',').map(str::to_string).collect()),
+                "set" => ListKind::Set,
+                _ => ListKind::Atomic,
+            };
+        }
+        if matches!(parent, crate::strategic::Ty::Struct(_)) {
             let (strategy, key) = self.strategy_of(parent, field);
             if strategy.split(',').any(|s| s == "merge") {
                 return if key.is_empty() {
@@ -120,7 +118,7 @@ impl TypeGraph {
                     }
                 }
                 (Value::Array(items), ListKind::Map(keys)) => {
-                    let item_ty = crate::strategic::item_of(&child);
+                    let item_ty = crate::strategic::item_of(child);
                     let live_items = live.as_array().cloned().unwrap_or_default();
                     for item in items {
                         let found = find(&live_items, item, &keys)
@@ -130,14 +128,14 @@ impl TypeGraph {
                         path.push(".".into());
                         out.insert(path.clone());
                         path.pop();
-                        self.collect(&item_ty, item, &found, path, out);
+                        self.collect(item_ty, item, &found, path, out);
                         path.pop();
                     }
                     if items.is_empty() {
                         out.insert(path.clone());
                     }
                 }
-                (Value::Object(_), _) => self.collect(&child, v, live, path, out),
+                (Value::Object(_), _) => self.collect(child, v, live, path, out),
                 _ => {
                     out.insert(path.clone());
                 }
@@ -170,17 +168,17 @@ impl TypeGraph {
                     Value::Array(l)
                 }
                 (Some(Value::Array(live)), Value::Array(items), ListKind::Map(keys)) => {
-                    let item_ty = crate::strategic::item_of(&child);
+                    let item_ty = crate::strategic::item_of(child);
                     let mut l = live.clone();
                     for i in items {
                         match l.iter().position(|e| matches(e, i, &keys)) {
-                            Some(p) => l[p] = self.merge_config(&item_ty, &l[p], i),
+                            Some(p) => l[p] = self.merge_config(item_ty, &l[p], i),
                             None => l.push(i.clone()),
                         }
                     }
                     Value::Array(l)
                 }
-                (Some(existing), Value::Object(_), _) => self.merge_config(&child, existing, v),
+                (Some(existing), Value::Object(_), _) => self.merge_config(child, existing, v),
                 _ => v.clone(),
             };
             out.insert(k.clone(), merged);
@@ -188,12 +186,140 @@ impl TypeGraph {
         Value::Object(out)
     }
 
-    /// The leaf field paths whose value differs between `old` and `new` (all of `new`'s when `old` is absent).
+    /// Writes the FieldsV1 of every field of `v` into `node` (`depth` 0 is the object itself).
+    fn trie(
+        &self,
+        ty: &crate::strategic::Ty,
+        v: &Value,
+        node: &mut Map<String, Value>,
+        depth: usize,
+    ) {
+        let Value::Object(m) = v else { return };
+        for (k, val) in m {
+            let skip = match depth {
+                0 => k == "apiVersion" || k == "kind" || k == "status",
+                1 => {
+                    ty == &self.root_meta_ty() && ignored(&["f:metadata".into(), format!("f:{k}")])
+                }
+                _ => false,
+            };
+            if skip {
+                continue;
+            }
+            let child = self.field_ty(ty, k);
+            let mut sub = Map::new();
+            match (val, self.list_kind(ty, k)) {
+                (Value::Array(items), ListKind::Set) => {
+                    for item in items {
+                        sub.insert(format!("v:{item}"), json!({}));
+                    }
+                }
+                (Value::Array(items), ListKind::Map(keys)) => {
+                    let item_ty = crate::strategic::item_of(child);
+                    for item in items {
+                        let mut el = Map::new();
+                        el.insert(".".into(), json!({}));
+                        self.trie(item_ty, item, &mut el, depth + 2);
+                        sub.insert(element_key(item, &keys), Value::Object(el));
+                    }
+                }
+                (Value::Object(_), _) => self.trie(child, val, &mut sub, depth + 1),
+                _ => {}
+            }
+            node.insert(format!("f:{k}"), Value::Object(sub));
+        }
+    }
+
+    fn root_meta_ty(&self) -> crate::strategic::Ty {
+        crate::strategic::Ty::Struct("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".into())
+    }
+
+    /// The leaf field paths whose value differs between `old` and `new` (all of `new`'s when `old` is
+    /// absent); an element itself (`.`) counts when it is new. Identical subtrees are skipped whole.
     pub fn changed_fields(&self, root: &str, old: Option<&Value>, new: &Value) -> FieldSet {
-        let all = self.fields_of(root, new, new);
-        match old {
-            None => all,
-            Some(old) => all.into_iter().filter(|p| differs(old, new, p)).collect(),
+        let mut out = FieldSet::new();
+        self.changed(&self.root_ty(root), old, new, &mut vec![], &mut out);
+        out.retain(|p| {
+            !ignored(p)
+                && !p
+                    .iter()
+                    .zip(p.iter().skip(1))
+                    .any(|(a, b)| a == "f:metadata" && b == "f:managedFields")
+        });
+        out
+    }
+
+    fn changed(
+        &self,
+        ty: &crate::strategic::Ty,
+        old: Option<&Value>,
+        new: &Value,
+        path: &mut FieldPath,
+        out: &mut FieldSet,
+    ) {
+        if old == Some(new) {
+            return;
+        }
+        let Value::Object(n) = new else {
+            out.insert(path.clone());
+            return;
+        };
+        if n.is_empty() && !path.is_empty() {
+            out.insert(path.clone());
+        }
+        for (k, v) in n {
+            let before = old.and_then(|o| o.get(k));
+            if before == Some(v) {
+                continue;
+            }
+            path.push(format!("f:{k}"));
+            let child = self.field_ty(ty, k);
+            match (v, self.list_kind(ty, k)) {
+                (Value::Array(items), ListKind::Set) => {
+                    let had = before.and_then(Value::as_array);
+                    for item in items {
+                        if !had.is_some_and(|h| h.contains(item)) {
+                            path.push(format!("v:{item}"));
+                            out.insert(path.clone());
+                            path.pop();
+                        }
+                    }
+                    if items.is_empty() {
+                        out.insert(path.clone());
+                    }
+                }
+                (Value::Array(items), ListKind::Map(keys)) => {
+                    let item_ty = crate::strategic::item_of(child);
+                    let had = before
+                        .and_then(Value::as_array)
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]);
+                    for item in items {
+                        let prior = had
+                            .iter()
+                            .find(|e| keys.iter().all(|key| e.get(key) == item.get(key)));
+                        if prior == Some(item) {
+                            continue;
+                        }
+                        path.push(element_key(item, &keys));
+                        if prior.is_none() {
+                            path.push(".".into());
+                            out.insert(path.clone());
+                            path.pop();
+                        }
+                        self.changed(item_ty, prior, item, path, out);
+                        path.pop();
+                    }
+                    if items.is_empty() {
+                        out.insert(path.clone());
+                    }
+                }
+                (Value::Object(_), _) => self.changed(child, before, v, path, out),
+                _ => {
+                    out.insert(path.clone());
+                }
+            }
+            path.pop();
         }
     }
 }
@@ -432,6 +558,24 @@ pub fn record_update(
     new: &mut Value,
     w: &Writer,
 ) {
+    if old.is_none() {
+        // A create: the writer owns every field; build its FieldsV1 in one walk.
+        let mut trie = Map::new();
+        graph.trie(&graph.root_ty(root), new, &mut trie, 0);
+        let mut entry = json!({"manager": w.manager, "operation": "Update", "apiVersion": w.api_version, "time": w.time,
+                               "fieldsType": "FieldsV1", "fieldsV1": Value::Object(trie)});
+        if !w.subresource.is_empty() {
+            entry["subresource"] = w.subresource.into();
+        }
+        let fields_empty = entry["fieldsV1"].as_object().is_none_or(Map::is_empty);
+        let meta = crate::meta::meta_mut(new);
+        if fields_empty {
+            meta.remove("managedFields");
+        } else {
+            meta.insert("managedFields".into(), json!([entry]));
+        }
+        return;
+    }
     let changed = graph.changed_fields(root, old, new);
     let mut list = old.map(entries).unwrap_or_default();
     // Fields that no longer exist are owned by no one.
@@ -632,6 +776,31 @@ mod tests {
                 "f:image".into()
             ]),
             ".spec.containers[name=\"web\"].image"
+        );
+    }
+
+    #[test]
+    fn a_create_owns_what_the_path_walk_finds() {
+        let g = graph();
+        let mut pod = cfg("nginx", Some("x"));
+        pod["metadata"]["finalizers"] = json!(["a", "b"]);
+        pod["metadata"]["uid"] = json!("u");
+        pod["spec"]["containers"][0]["env"] = json!([{"name": "E", "value": "1"}]);
+        pod["spec"]["volumes"] = json!([]);
+        pod["status"] = json!({"phase": "Pending"});
+        let mut created = pod.clone();
+        record_update(&g, POD, None, &mut created, &w("maker"));
+        let fast = entries(&created).remove(0).fields;
+        assert_eq!(fast, g.changed_fields(POD, None, &pod));
+        assert!(fast.contains(&vec![
+            "f:metadata".to_string(),
+            "f:finalizers".into(),
+            "v:\"a\"".into()
+        ]));
+        assert!(
+            !fast
+                .iter()
+                .any(|p| p.first().map(String::as_str) == Some("f:status"))
         );
     }
 

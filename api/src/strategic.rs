@@ -18,8 +18,14 @@ use crate::patch_meta::PATCH_FIELDS;
 pub struct TypeGraph {
     defs: Map<String, Value>,
     strategies: HashMap<(&'static str, &'static str), (&'static str, &'static str)>,
+    lists: HashMap<(&'static str, &'static str), (&'static str, &'static str)>,
     roots: HashMap<String, String>,
+    /// Each struct's fields with their types, resolved once.
+    fields: HashMap<String, HashMap<String, Ty>>,
 }
+
+/// The type of values nothing is known about.
+static OTHER: Ty = Ty::Other;
 
 /// The schema name of `autoscaling/v1 Scale`, the type of every `scale` subresource.
 pub const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
@@ -44,11 +50,29 @@ impl TypeGraph {
             .iter()
             .map(|(t, f, s, k)| ((*t, *f), (*s, *k)))
             .collect();
-        TypeGraph {
+        let lists = crate::patch_meta::LIST_TYPES
+            .iter()
+            .map(|(t, f, k, m)| ((*t, *f), (*k, *m)))
+            .collect();
+        let mut graph = TypeGraph {
             defs,
             strategies,
+            lists,
             roots: HashMap::new(),
+            fields: HashMap::new(),
+        };
+        let mut fields = HashMap::new();
+        for (name, def) in &graph.defs {
+            if let Some(Value::Object(props)) = def.get("properties") {
+                let types = props
+                    .iter()
+                    .map(|(f, p)| (f.clone(), graph.resolve(p)))
+                    .collect();
+                fields.insert(name.clone(), types);
+            }
         }
+        graph.fields = fields;
+        graph
     }
 
     /// The graph of every kind in `registry` (and Scale), with each kind's root schema.
@@ -116,31 +140,37 @@ impl TypeGraph {
         }
     }
 
+    /// The list type (`atomic`, `set`, `map`) and map keys of a struct field, if the API declares them.
+    pub(crate) fn list_type_of(
+        &self,
+        ty: &Ty,
+        field: &str,
+    ) -> Option<(&'static str, &'static str)> {
+        match ty {
+            Ty::Struct(name) => self.lists.get(&(name.as_str(), field)).copied(),
+            _ => None,
+        }
+    }
+
     /// The patch strategy and merge key of a struct field.
     pub(crate) fn strategy_of(&self, ty: &Ty, field: &str) -> (&'static str, &'static str) {
         self.strategy(ty, field)
     }
 
     /// The type of a field of `ty`.
-    pub(crate) fn field_ty(&self, ty: &Ty, field: &str) -> Ty {
+    pub(crate) fn field_ty<'a>(&'a self, ty: &'a Ty, field: &str) -> &'a Ty {
         self.field(ty, field)
     }
 
-    fn field(&self, ty: &Ty, field: &str) -> Ty {
+    fn field<'a>(&'a self, ty: &'a Ty, field: &str) -> &'a Ty {
         match ty {
             Ty::Struct(name) => self
-                .defs
+                .fields
                 .get(name)
-                .and_then(|d| {
-                    d.pointer(&format!(
-                        "/properties/{}",
-                        field.replace('~', "~0").replace('/', "~1")
-                    ))
-                })
-                .map(|p| self.resolve(p))
-                .unwrap_or(Ty::Other),
-            Ty::Map(inner) => (**inner).clone(),
-            _ => Ty::Other,
+                .and_then(|f| f.get(field))
+                .unwrap_or(&OTHER),
+            Ty::Map(inner) => inner,
+            _ => &OTHER,
         }
     }
 
@@ -217,7 +247,7 @@ impl TypeGraph {
             let child = self.field(ty, k);
             let merged = match original.remove(k) {
                 None => Some(clean(v)),
-                Some(existing) => self.merge_value(ty, k, &child, existing, v)?,
+                Some(existing) => self.merge_value(ty, k, child, existing, v)?,
             };
             if let Some(m) = merged {
                 original.insert(k.clone(), m);
@@ -323,10 +353,10 @@ impl TypeGraph {
 }
 
 /// The element type of a list type.
-pub(crate) fn item_of(ty: &Ty) -> Ty {
+pub(crate) fn item_of(ty: &Ty) -> &Ty {
     match ty {
-        Ty::List(inner) => (**inner).clone(),
-        _ => Ty::Other,
+        Ty::List(inner) => inner,
+        _ => &OTHER,
     }
 }
 
