@@ -127,9 +127,10 @@ impl<'de> Visitor<'de> for Walk<'_> {
 /// (`metadata.name`, `spec.containers[0].image`), in the order they are found.
 pub fn duplicate_fields(json: &[u8]) -> Result<Vec<String>, serde_json::Error> {
     let mut out = vec![];
+    let mut path = String::new();
     let mut de = serde_json::Deserializer::from_slice(json);
     Dups {
-        path: String::new(),
+        path: &mut path,
         out: &mut out,
     }
     .deserialize(&mut de)?;
@@ -137,8 +138,10 @@ pub fn duplicate_fields(json: &[u8]) -> Result<Vec<String>, serde_json::Error> {
     Ok(out)
 }
 
+/// Walks every object of a document; `path` is the current path, extended and cut back in place so
+/// that only duplicates cost an allocation.
 struct Dups<'a> {
-    path: String,
+    path: &'a mut String,
     out: &'a mut Vec<String>,
 }
 
@@ -159,35 +162,42 @@ impl<'de> Visitor<'de> for Dups<'_> {
         Ok(())
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let base = self.path.len();
         let mut i = 0;
-        while seq
-            .next_element_seed(Dups {
-                path: format!("{}[{i}]", self.path),
-                out: self.out,
-            })?
-            .is_some()
-        {
+        loop {
+            use std::fmt::Write as _;
+            let _ = write!(self.path, "[{i}]");
+            let more = seq
+                .next_element_seed(Dups {
+                    path: self.path,
+                    out: self.out,
+                })?
+                .is_some();
+            self.path.truncate(base);
+            if !more {
+                return Ok(());
+            }
             i += 1;
         }
-        Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let base = self.path.len();
         let mut seen: Vec<Cow<'de, str>> = vec![];
         while let Some(Key(key)) = map.next_key::<Key>()? {
-            let path = if self.path.is_empty() {
-                key.to_string()
-            } else {
-                format!("{}.{key}", self.path)
-            };
+            if base > 0 {
+                self.path.push('.');
+            }
+            self.path.push_str(&key);
             if seen.contains(&key) {
-                self.out.push(path.clone());
+                self.out.push(self.path.clone());
             } else {
                 seen.push(key);
             }
             map.next_value_seed(Dups {
-                path,
+                path: self.path,
                 out: self.out,
             })?;
+            self.path.truncate(base);
         }
         Ok(())
     }

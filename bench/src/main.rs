@@ -280,6 +280,7 @@ async fn main() {
         created = target_pods;
     }
 
+    let stored_rss = rss_mb(api.child.id());
     // LIST of all pods: consistent (etcd) and from the watch cache, against a raw etcd range.
     let mut raw_times = vec![];
     let mut api_times = vec![];
@@ -329,7 +330,7 @@ async fn main() {
     );
 
     let rss = rss_mb(api.child.id());
-    println!("apiserver RSS with {created} pods stored: {rss:.0} MB");
+    println!("apiserver RSS with {created} pods stored: {stored_rss:.0} MB; after the lists above: {rss:.0} MB");
 
     // 1,000 watchers: delay from a write to its delivery to all of them.
     let watchers = if quick { 200 } else { 1000 };
