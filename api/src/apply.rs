@@ -33,7 +33,7 @@ fn ignored(path: &[String]) -> bool {
         [a] => a == "f:apiVersion" || a == "f:kind",
         // Status is written through its subresource and reset on the main resource: not tracked.
         [a, ..] if a == "f:status" => true,
-        [m, f] if m == "f:metadata" => [
+        [m, f, ..] if m == "f:metadata" => [
             "f:name",
             "f:namespace",
             "f:uid",
@@ -77,13 +77,7 @@ impl TypeGraph {
     pub fn fields_of(&self, root: &str, config: &Value, object: &Value) -> FieldSet {
         let mut out = FieldSet::new();
         self.collect(&self.root_ty(root), config, object, &mut vec![], &mut out);
-        out.retain(|p| {
-            !ignored(p)
-                && !p
-                    .iter()
-                    .zip(p.iter().skip(1))
-                    .any(|(a, b)| a == "f:metadata" && b == "f:managedFields")
-        });
+        out.retain(|p| !ignored(p));
         out
     }
 
@@ -239,13 +233,7 @@ impl TypeGraph {
     pub fn changed_fields(&self, root: &str, old: Option<&Value>, new: &Value) -> FieldSet {
         let mut out = FieldSet::new();
         self.changed(&self.root_ty(root), old, new, &mut vec![], &mut out);
-        out.retain(|p| {
-            !ignored(p)
-                && !p
-                    .iter()
-                    .zip(p.iter().skip(1))
-                    .any(|(a, b)| a == "f:metadata" && b == "f:managedFields")
-        });
+        out.retain(|p| !ignored(p));
         out
     }
 

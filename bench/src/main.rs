@@ -330,7 +330,9 @@ async fn main() {
     );
 
     let rss = rss_mb(api.child.id());
-    println!("apiserver RSS with {created} pods stored: {stored_rss:.0} MB; after the lists above: {rss:.0} MB");
+    println!(
+        "apiserver RSS with {created} pods stored: {stored_rss:.0} MB; after the lists above: {rss:.0} MB"
+    );
 
     // 1,000 watchers: delay from a write to its delivery to all of them.
     let watchers = if quick { 200 } else { 1000 };
