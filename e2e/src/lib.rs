@@ -1,1 +1,141 @@
-//! End-to-end tests live in `tests/`; they drive the real kubectl against the `atoll` binary.
+//! End-to-end test support: etcd and the `atoll apiserver` binary with a kubeconfig for clients
+//! (the real kubectl, the official Python client). The tests are in `tests/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use atoll_testkit::{Etcd, atoll_bin, free_port, wait_until};
+
+/// etcd plus the `atoll apiserver` process, with a kubeconfig and a private HOME for kubectl.
+pub struct Env {
+    api: Child,
+    dir: tempfile::TempDir,
+    _etcd: Etcd,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.api.kill();
+        let _ = self.api.wait();
+    }
+}
+
+/// The directory of the versioned kubectl binaries (`kubectl.1.27` …) beside the dispatcher.
+pub fn kubectl_dir() -> Option<PathBuf> {
+    let real = std::fs::canonicalize("/usr/bin/kubectl").ok()?;
+    Some(real.parent()?.to_path_buf())
+}
+
+impl Env {
+    /// Starts etcd and `atoll apiserver` on free ports, with a kubeconfig in a private directory.
+    pub fn start() -> Env {
+        let etcd = Etcd::start();
+        let dir = tempfile::Builder::new()
+            .prefix("atoll-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("apiserver.log")).expect("log file");
+        let api = Command::new(atoll_bin())
+            .args([
+                "apiserver",
+                "--etcd-servers",
+                &etcd.url,
+                "--bind-address",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args([
+                "--service-cluster-ip-range",
+                "10.97.0.0/24",
+                "--service-node-port-range",
+                "31000-31099",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("apiserver"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("atoll binary runs");
+        let ready = format!("http://127.0.0.1:{port}/readyz");
+        wait_until(
+            "the API server to be ready",
+            Duration::from_secs(60),
+            || {
+                Command::new("curl")
+                    .args(["-sf", "--max-time", "1", &ready])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        );
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: atoll\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: admin\n  user: {{}}\ncontexts:\n- name: atoll\n  context:\n    cluster: atoll\n    user: admin\ncurrent-context: atoll\n"
+        );
+        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).expect("kubeconfig");
+        Env {
+            api,
+            dir,
+            _etcd: etcd,
+        }
+    }
+
+    /// A path in the environment's private directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A command for `binary` with this environment's KUBECONFIG and HOME.
+    pub fn command(&self, binary: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(binary);
+        c.args(args)
+            .env("KUBECONFIG", self.path("kubeconfig"))
+            .env("HOME", self.dir.path())
+            .env_remove("KUBECTL_EXTERNAL_DIFF");
+        c
+    }
+
+    /// Runs `binary` with `args`, echoing what it printed.
+    pub fn run_with(&self, binary: &Path, args: &[&str]) -> Output {
+        let out = self.command(binary, args).output().expect("kubectl runs");
+        eprintln!(
+            "$ kubectl {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs `/usr/bin/kubectl` and returns stdout; panics (with stderr) on failure.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run_with(Path::new("/usr/bin/kubectl"), args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `/usr/bin/kubectl` expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run_with(Path::new("/usr/bin/kubectl"), args);
+        assert!(
+            !out.status.success(),
+            "kubectl {} should fail",
+            args.join(" ")
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Writes a file in the private directory and returns its path.
+    pub fn write(&self, name: &str, content: &str) -> String {
+        let p = self.path(name);
+        std::fs::write(&p, content).expect("manifest");
+        p.to_string_lossy().into_owned()
+    }
+}
