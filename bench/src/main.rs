@@ -10,11 +10,11 @@
 //!
 //! Run: `cargo run --release -p atoll-bench --bin api-bench [-- --quick] [--lists N] [--creates-only]`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atoll_testkit::{Etcd, Http, atoll_bin, free_port, wait_until};
+use atoll_testkit::{ApiProcess, Etcd, Http};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
@@ -50,47 +50,8 @@ fn pod(name: &str, i: usize) -> Value {
     })
 }
 
-struct ApiProcess {
-    child: Child,
-    base: String,
-}
-
-impl Drop for ApiProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_api(etcd: &Etcd, dir: &std::path::Path) -> ApiProcess {
-    let port = free_port();
-    let child = Command::new(atoll_bin())
-        .args([
-            "apiserver",
-            "--etcd-servers",
-            &etcd.url,
-            "--bind-address",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("ATOLL_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("atoll binary (cargo build --release -p atoll)");
-    let base = format!("http://127.0.0.1:{port}");
-    let ready = format!("{base}/readyz");
-    wait_until("API server ready", Duration::from_secs(60), || {
-        Command::new("curl")
-            .args(["-sf", "--max-time", "1", &ready])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    ApiProcess { child, base }
+    ApiProcess::start(etcd, dir, &[], "warn", Stdio::inherit())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -217,7 +178,7 @@ async fn main() {
         let etcd_per_put = cpu_time(etcd.pid()) - etcd_before_raw;
         let h = http.clone();
         let base = created;
-        let (api_cpu, etcd_cpu) = (cpu_time(api.child.id()), cpu_time(etcd.pid()));
+        let (api_cpu, etcd_cpu) = (cpu_time(api.pid()), cpu_time(etcd.pid()));
         let api_run = run(total, concurrency, move |i| {
             let h = h.clone();
             let body = serde_json::to_vec(&pod(&format!("p{}", base + i), base + i)).expect("json");
@@ -238,7 +199,7 @@ async fn main() {
         let per = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6 / total as f64);
         let cpu = format!(
             "cpu per create: apiserver {}, etcd {}; etcd cpu per raw put {}",
-            per(cpu_time(api.child.id()) - api_cpu),
+            per(cpu_time(api.pid()) - api_cpu),
             per(cpu_time(etcd.pid()) - etcd_cpu),
             per(etcd_per_put)
         );
@@ -280,7 +241,7 @@ async fn main() {
         created = target_pods;
     }
 
-    let stored_rss = rss_mb(api.child.id());
+    let stored_rss = rss_mb(api.pid());
     // LIST of all pods: consistent (etcd) and from the watch cache, against a raw etcd range.
     let mut raw_times = vec![];
     let mut api_times = vec![];
@@ -329,7 +290,7 @@ async fn main() {
         raw_med.as_secs_f64() / api_med.as_secs_f64()
     );
 
-    let rss = rss_mb(api.child.id());
+    let rss = rss_mb(api.pid());
     println!(
         "apiserver RSS with {created} pods stored: {stored_rss:.0} MB; after the lists above: {rss:.0} MB"
     );
@@ -400,7 +361,7 @@ async fn main() {
     );
     println!(
         "apiserver RSS with {watchers} watchers open: {:.0} MB",
-        rss_mb(api.child.id())
+        rss_mb(api.pid())
     );
     for h in handles {
         h.abort();

@@ -2,23 +2,15 @@
 //! (the real kubectl, the official Python client). The tests are in `tests/`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
-use atoll_testkit::{Etcd, atoll_bin, free_port, wait_until};
+use atoll_testkit::{ApiProcess, Etcd};
 
 /// etcd plus the `atoll apiserver` process, with a kubeconfig and a private HOME for kubectl.
 pub struct Env {
-    api: Child,
+    _api: ApiProcess,
     dir: tempfile::TempDir,
     _etcd: Etcd,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.api.kill();
-        let _ = self.api.wait();
-    }
 }
 
 /// The directory of the versioned kubectl binaries (`kubectl.1.27` …) beside the dispatcher.
@@ -35,48 +27,27 @@ impl Env {
             .prefix("atoll-e2e-")
             .tempdir()
             .expect("temp dir");
-        let port = free_port();
         let log = std::fs::File::create(dir.path().join("apiserver.log")).expect("log file");
-        let api = Command::new(atoll_bin())
-            .args([
-                "apiserver",
-                "--etcd-servers",
-                &etcd.url,
-                "--bind-address",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
-            .args([
-                "--service-cluster-ip-range",
-                "10.97.0.0/24",
-                "--service-node-port-range",
-                "31000-31099",
-                "--data-dir",
-            ])
-            .arg(dir.path().join("apiserver"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("atoll binary runs");
-        let ready = format!("http://127.0.0.1:{port}/readyz");
-        wait_until(
-            "the API server to be ready",
-            Duration::from_secs(60),
-            || {
-                Command::new("curl")
-                    .args(["-sf", "--max-time", "1", &ready])
-                    .stdout(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            },
+        let extra = [
+            "--service-cluster-ip-range",
+            "10.97.0.0/24",
+            "--service-node-port-range",
+            "31000-31099",
+        ];
+        let api = ApiProcess::start(
+            &etcd,
+            &dir.path().join("apiserver"),
+            &extra,
+            "info",
+            Stdio::from(log),
         );
+        let port = api.port;
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: atoll\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: admin\n  user: {{}}\ncontexts:\n- name: atoll\n  context:\n    cluster: atoll\n    user: admin\ncurrent-context: atoll\n"
         );
         std::fs::write(dir.path().join("kubeconfig"), kubeconfig).expect("kubeconfig");
         Env {
-            api,
+            _api: api,
             dir,
             _etcd: etcd,
         }

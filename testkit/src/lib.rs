@@ -109,6 +109,77 @@ impl Drop for Etcd {
     }
 }
 
+/// The `atoll apiserver` binary running as a process of its own on a free port; killed on drop.
+pub struct ApiProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl ApiProcess {
+    /// Starts `atoll apiserver` on `etcd` with its files in `data_dir`, plus `extra` flags, and waits
+    /// until it is ready. Its log, at `log_level` (`info`, `warn`, …), goes to `stderr`.
+    pub fn start(
+        etcd: &Etcd,
+        data_dir: &Path,
+        extra: &[&str],
+        log_level: &str,
+        stderr: Stdio,
+    ) -> ApiProcess {
+        let port = free_port();
+        let child = Command::new(atoll_bin())
+            .args([
+                "apiserver",
+                "--etcd-servers",
+                &etcd.url,
+                "--bind-address",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("ATOLL_LOG", log_level)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("the atoll binary runs (cargo build -p atoll)");
+        let api = ApiProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+        };
+        let ready = format!("{}/readyz", api.base);
+        wait_until(
+            "the API server to be ready",
+            Duration::from_secs(60),
+            || {
+                Command::new("curl")
+                    .args(["-sf", "--max-time", "1", &ready])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        );
+        api
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// An etcd and an in-process API server on it.
 pub struct Cluster {
     /// The API server.
