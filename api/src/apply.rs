@@ -27,25 +27,32 @@ enum ListKind {
     Map(Vec<String>),
 }
 
+/// Metadata fields the server sets: no manager owns them.
+const SERVER_METADATA: [&str; 10] = [
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
+];
+
+/// The schema of `metadata`.
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+
 /// Fields no manager owns: identity and server-set metadata.
 fn ignored(path: &[String]) -> bool {
     match path {
         [a] => a == "f:apiVersion" || a == "f:kind",
         // Status is written through its subresource and reset on the main resource: not tracked.
         [a, ..] if a == "f:status" => true,
-        [m, f, ..] if m == "f:metadata" => [
-            "f:name",
-            "f:namespace",
-            "f:uid",
-            "f:resourceVersion",
-            "f:generation",
-            "f:creationTimestamp",
-            "f:managedFields",
-            "f:deletionTimestamp",
-            "f:deletionGracePeriodSeconds",
-            "f:selfLink",
-        ]
-        .contains(&f.as_str()),
+        [m, f, ..] if m == "f:metadata" => f
+            .strip_prefix("f:")
+            .is_some_and(|f| SERVER_METADATA.contains(&f)),
         _ => false,
     }
 }
@@ -193,7 +200,8 @@ impl TypeGraph {
             let skip = match depth {
                 0 => k == "apiVersion" || k == "kind" || k == "status",
                 1 => {
-                    ty == &self.root_meta_ty() && ignored(&["f:metadata".into(), format!("f:{k}")])
+                    matches!(ty, crate::strategic::Ty::Struct(n) if n == OBJECT_META)
+                        && SERVER_METADATA.contains(&k.as_str())
                 }
                 _ => false,
             };
@@ -222,10 +230,6 @@ impl TypeGraph {
             }
             node.insert(format!("f:{k}"), Value::Object(sub));
         }
-    }
-
-    fn root_meta_ty(&self) -> crate::strategic::Ty {
-        crate::strategic::Ty::Struct("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".into())
     }
 
     /// The leaf field paths whose value differs between `old` and `new` (all of `new`'s when `old` is
