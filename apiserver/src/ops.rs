@@ -215,6 +215,17 @@ fn encode(obj: &Value) -> Vec<u8> {
     serde_json::to_vec(&stored).unwrap_or_default()
 }
 
+/// Checks that a body naming an object (an object, Scale, Binding or Eviction) names the one on the URL.
+pub fn check_body_name(body: &Value, url_name: &str) -> ApiResult<()> {
+    let body_name = meta::name(body);
+    if !body_name.is_empty() && body_name != url_name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({url_name})"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks `apiVersion` and `kind` of a body against the URL's kind, filling them when absent.
 pub fn check_type(kind: &KindInfo, obj: &mut Value) -> ApiResult<()> {
     let Value::Object(map) = obj else {
@@ -717,12 +728,7 @@ impl Server {
                 merged
             }
             UpdateMode::Main | UpdateMode::System => {
-                let body_name = meta::name(&new);
-                if !body_name.is_empty() && body_name != name {
-                    return Err(ApiError::bad_request(format!(
-                        "the name of the object ({body_name}) does not match the name on the URL ({name})"
-                    )));
-                }
+                check_body_name(&new, name)?;
                 let body_ns = meta::namespace(&new);
                 if kind.namespaced && !body_ns.is_empty() && body_ns != namespace {
                     return Err(ApiError::bad_request(

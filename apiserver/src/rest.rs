@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::negotiate::{self, Format};
 use crate::object::{Filter, Obj, ObjReader};
-use crate::ops::{DeleteOpts, FieldValidation, UpdateMode, WriteOpts};
+use crate::ops::{DeleteOpts, FieldValidation, UpdateMode, WriteOpts, check_body_name};
 use crate::request::{Query, Target, object_key};
 use crate::server::Server;
 use crate::storage::prefix_end;
@@ -584,12 +584,7 @@ async fn bind(
 ) -> ApiResult<Response> {
     let binding = negotiate::decode_body(headers, body)?;
     let name = t.name().to_string();
-    let body_name = meta::name(&binding);
-    if !body_name.is_empty() && body_name != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the binding ({body_name}) does not match the pod on the URL ({name})"
-        )));
-    }
+    check_body_name(&binding, &name)?;
     let node = binding
         .pointer("/target/name")
         .and_then(Value::as_str)
@@ -691,13 +686,7 @@ async fn server_side_apply(
     }
     crate::ops::check_type(kind, &mut config)?;
     opts.applied = Some(config.clone());
-    let body_name = meta::name(&config);
-    if !body_name.is_empty() && body_name != t.name() {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({body_name}) does not match the name on the URL ({})",
-            t.name()
-        )));
-    }
+    check_body_name(&config, t.name())?;
     let force = q.force;
     let root = srv.types.root_of(kind).unwrap_or("").to_string();
     let time = meta::timestamp(srv.now());
@@ -797,13 +786,7 @@ async fn evict(
             "the body of an eviction must be a policy/v1 Eviction",
         ));
     }
-    let body_name = meta::name(&eviction);
-    if !body_name.is_empty() && body_name != t.name() {
-        return Err(ApiError::bad_request(format!(
-            "name in URL does not match name in Eviction object: {} != {body_name}",
-            t.name()
-        )));
-    }
+    check_body_name(&eviction, t.name())?;
     let opts = DeleteOpts::from_body(eviction.get("deleteOptions"), q)?;
     srv.delete(
         &t.kind,
@@ -873,13 +856,7 @@ async fn scale_update(
                     "the body of a scale request must be an autoscaling/v1 Scale",
                 ));
             }
-            let body_name = meta::name(&scale);
-            if !body_name.is_empty() && body_name != meta::name(old) {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({body_name}) does not match the name on the URL ({})",
-                    meta::name(old)
-                )));
-            }
+            check_body_name(&scale, meta::name(old))?;
             let replicas = scale
                 .pointer("/spec/replicas")
                 .and_then(Value::as_i64)
