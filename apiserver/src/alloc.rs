@@ -127,6 +127,7 @@ pub fn claims(old: &BTreeSet<String>, new: &BTreeSet<String>, owner: &str) -> Cl
             .map(|k| (k.clone(), owner.to_string()))
             .collect(),
         release: old.difference(new).cloned().collect(),
+        unchanged: vec![],
     }
 }
 

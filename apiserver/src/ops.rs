@@ -357,21 +357,29 @@ impl Server {
     }
 
     /// Checks that a namespaced object may be created in `namespace`: it exists and is not terminating.
-    async fn check_namespace(&self, namespace: &str) -> ApiResult<()> {
+    /// Returns the namespace's key and revision, which the create then requires unchanged, so content
+    /// never slips into a namespace that began terminating after this check. The watch cache answers
+    /// unless `live`; a retry after such a race asks etcd.
+    async fn check_namespace(&self, namespace: &str, live: bool) -> ApiResult<(String, i64)> {
         let ns_kind = self.namespaces_kind();
-        let cached = self
-            .cache(&ns_kind)
-            .get(&object_key(&ns_kind, "", namespace));
+        let key = object_key(&ns_kind, "", namespace);
+        let cached = if live {
+            None
+        } else {
+            self.cache(&ns_kind).get(&key)
+        };
         // Deleting a namespace always sets its phase to Terminating, so the phase alone tells.
-        let phase = match cached {
-            Some(o) => o.field(&ns_kind, "status.phase"),
+        let (phase, revision) = match cached {
+            Some(o) => (o.field(&ns_kind, "status.phase"), o.revision),
             // The cache may lag behind a namespace created a moment ago: ask etcd.
             None => match self.read(&ns_kind, "", namespace).await {
-                Ok((o, _)) => o
-                    .pointer("/status/phase")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
+                Ok((o, revision)) => (
+                    o.pointer("/status/phase")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    revision,
+                ),
                 Err(e) if e.code == 404 => {
                     return Err(ApiError::not_found("", "namespaces", namespace));
                 }
@@ -388,7 +396,7 @@ impl Server {
                 ),
             ));
         }
-        Ok(())
+        Ok((key, revision))
     }
 
     /// Allocation keys currently taken (to steer random picks away from them after a collision).
@@ -500,13 +508,10 @@ impl Server {
             Some(config) => self.settle_applied(kind, &mut obj, config, &fields.manager),
             None => self.record_fields(kind, None, &mut obj, "", fields),
         }
-        if kind.namespaced {
-            self.check_namespace(meta::namespace(&obj)).await?;
-        }
         let mut taken = BTreeSet::new();
         for attempt in 0..MAX_RETRIES {
             let key = object_key(kind, meta::namespace(&obj), meta::name(&obj));
-            let (candidate, claims) = if is_services(kind) {
+            let (candidate, mut claims) = if is_services(kind) {
                 let mut c = obj.clone();
                 let owner = format!("{}/{}", meta::namespace(&obj), meta::name(&obj));
                 let claims = self.allocate(&mut c, None, &taken, &owner)?;
@@ -514,6 +519,12 @@ impl Server {
             } else {
                 (Cow::Borrowed(&obj), Claims::default())
             };
+            if kind.namespaced {
+                let guard = self
+                    .check_namespace(meta::namespace(&obj), attempt > 0)
+                    .await?;
+                claims.unchanged.push(guard);
+            }
             if dry_run {
                 return Ok(Created {
                     obj: candidate.into_owned(),

@@ -93,6 +93,9 @@ pub struct Claims {
     pub claim: Vec<(String, String)>,
     /// Keys to delete.
     pub release: Vec<String>,
+    /// Keys that must still be at this `mod_revision` (0: must not exist), such as the namespace an
+    /// object is created in; when one moved the write fails as [`Outcome::Raced`].
+    pub unchanged: Vec<(String, i64)>,
 }
 
 /// The write an object undergoes.
@@ -314,6 +317,9 @@ impl Store {
         }
         for k in &claims.release {
             then.push(TxnOp::delete(k.as_str(), None));
+        }
+        for (k, revision) in &claims.unchanged {
+            when.push(Compare::mod_revision(k.as_str(), CompareOp::Equal, *revision));
         }
         let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
         let resp = self.client.kv_client().txn(txn).await?;

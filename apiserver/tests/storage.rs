@@ -62,7 +62,7 @@ async fn writes_are_transactions_with_preconditions_and_claims() {
     // A claimed key that is taken fails the whole write: the object is not written either.
     let claim = Claims {
         claim: vec![("/registry/ranges/k".into(), "owner-1".into())],
-        release: vec![],
+        ..Claims::default()
     };
     done(
         s.write(
@@ -75,7 +75,7 @@ async fn writes_are_transactions_with_preconditions_and_claims() {
     );
     let again = Claims {
         claim: vec![("/registry/ranges/k".into(), "owner-2".into())],
-        release: vec![],
+        ..Claims::default()
     };
     assert!(
         matches!(s.write("/registry/x/d", Write::Create(bytes::Bytes::from_static(b"d")), &again).await.unwrap(), Outcome::Taken(k, holder) if k == "/registry/ranges/k" && holder == "owner-1")
@@ -84,8 +84,8 @@ async fn writes_are_transactions_with_preconditions_and_claims() {
     // Releasing goes with the delete.
     let c = s.get("/registry/x/c").await.unwrap().unwrap();
     let release = Claims {
-        claim: vec![],
         release: vec!["/registry/ranges/k".into()],
+        ..Claims::default()
     };
     done(
         s.write(
@@ -99,6 +99,38 @@ async fn writes_are_transactions_with_preconditions_and_claims() {
         .unwrap(),
     );
     assert!(s.get("/registry/ranges/k").await.unwrap().is_none());
+
+    // A guarded key that moved since it was read fails the write as a race; at its revision it passes.
+    let ns = done(
+        s.write(
+            "/registry/namespaces/n",
+            Write::Create(bytes::Bytes::from_static(b"n")),
+            &none,
+        )
+        .await
+        .unwrap(),
+    );
+    let stale = Claims {
+        unchanged: vec![("/registry/namespaces/n".into(), ns - 1)],
+        ..Claims::default()
+    };
+    let e = bytes::Bytes::from_static(b"e");
+    assert!(matches!(
+        s.write("/registry/x/e", Write::Create(e.clone()), &stale)
+            .await
+            .unwrap(),
+        Outcome::Raced
+    ));
+    assert!(s.get("/registry/x/e").await.unwrap().is_none());
+    let current = Claims {
+        unchanged: vec![("/registry/namespaces/n".into(), ns)],
+        ..Claims::default()
+    };
+    done(
+        s.write("/registry/x/e", Write::Create(e), &current)
+            .await
+            .unwrap(),
+    );
 }
 
 #[tokio::test]
