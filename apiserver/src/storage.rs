@@ -319,7 +319,11 @@ impl Store {
             then.push(TxnOp::delete(k.as_str(), None));
         }
         for (k, revision) in &claims.unchanged {
-            when.push(Compare::mod_revision(k.as_str(), CompareOp::Equal, *revision));
+            when.push(Compare::mod_revision(
+                k.as_str(),
+                CompareOp::Equal,
+                *revision,
+            ));
         }
         let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
         let resp = self.client.kv_client().txn(txn).await?;

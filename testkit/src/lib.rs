@@ -34,6 +34,17 @@ pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> boo
     }
 }
 
+/// Writes a kubeconfig at `path` whose current context talks to the API server at `server`
+/// (`http://127.0.0.1:<port>`) without credentials.
+pub fn write_kubeconfig(path: &Path, server: &str) {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: atoll\n  cluster:\n    server: {server}\n\
+         users:\n- name: admin\n  user: {{}}\ncontexts:\n- name: atoll\n  context:\n    cluster: atoll\n    user: admin\n\
+         current-context: atoll\n"
+    );
+    std::fs::write(path, text).expect("write kubeconfig");
+}
+
 /// A real etcd server, killed and its directory removed on drop.
 pub struct Etcd {
     child: Child,

@@ -1,0 +1,50 @@
+//! What every Atoll component needs as a client of the API server, and nothing component-specific:
+//! a [`kube::Client`] from a kubeconfig ([`connect`]), leader election through a
+//! `coordination.k8s.io` Lease ([`leader::LeaderElection`]), core/v1 Events ([`events::Recorder`]) and
+//! the `/metrics` + `/healthz` endpoint ([`metrics::serve`]).
+
+pub mod events;
+pub mod leader;
+pub mod metrics;
+
+use std::path::Path;
+
+/// Why a client-side facility failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kubeconfig could not be read or used.
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A request to the API server failed.
+    #[error("API request failed: {0}")]
+    Api(#[from] kube::Error),
+    /// A local listener could not be opened.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// This copy held the leader Lease and lost it: another copy may be acting now, so stop.
+    #[error("lost the leader lease {0}")]
+    LostLease(String),
+}
+
+/// Connects to the API server that the kubeconfig at `path` names (its current context).
+pub async fn connect(path: &Path) -> Result<kube::Client, Error> {
+    let fail = |message: String| Error::Kubeconfig {
+        path: path.display().to_string(),
+        message,
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| fail(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
+}
