@@ -26,6 +26,30 @@ struct Cli {
 enum Command {
     /// Run the API server (the Kubernetes REST API, stored in etcd).
     Apiserver(ApiserverArgs),
+    /// Run the scheduler (assigns pending pods to nodes).
+    Scheduler(SchedulerArgs),
+}
+
+#[derive(clap::Args)]
+struct SchedulerArgs {
+    /// kubeconfig naming the API server and the credentials to use.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Run only while holding the `kube-system/kube-scheduler` Lease, so several copies can run.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the Lease used for leader election.
+    #[arg(long, default_value = "kube-scheduler")]
+    leader_elect_resource_name: String,
+    /// Namespace of that Lease.
+    #[arg(long, default_value = "kube-system")]
+    leader_elect_resource_namespace: String,
+    /// Pods whose spec.schedulerName is this are scheduled (pods naming none get the default).
+    #[arg(long, default_value = atoll_scheduler::DEFAULT_SCHEDULER_NAME)]
+    scheduler_name: String,
+    /// Address for /metrics and /healthz.
+    #[arg(long, default_value = "127.0.0.1:10259")]
+    metrics_bind_address: std::net::SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -79,6 +103,25 @@ fn main() -> anyhow::Result<()> {
             atoll_apiserver::run(config)
                 .await
                 .context("atoll apiserver")
+        }),
+        Command::Scheduler(a) => runtime.block_on(async {
+            let client = atoll_client::connect(&a.kubeconfig).await?;
+            let identity = atoll_client::leader::default_identity();
+            let config = atoll_scheduler::Config {
+                scheduler_name: a.scheduler_name,
+                leader_election: a.leader_elect.then(|| {
+                    atoll_client::leader::LeaseConfig::new(
+                        &a.leader_elect_resource_namespace,
+                        &a.leader_elect_resource_name,
+                        &identity,
+                    )
+                }),
+                metrics_addr: Some(a.metrics_bind_address),
+                ..Default::default()
+            };
+            atoll_scheduler::run(client, config)
+                .await
+                .context("atoll scheduler")
         }),
     }
 }

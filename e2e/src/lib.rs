@@ -41,11 +41,7 @@ impl Env {
             "info",
             Stdio::from(log),
         );
-        let port = api.port;
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: atoll\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: admin\n  user: {{}}\ncontexts:\n- name: atoll\n  context:\n    cluster: atoll\n    user: admin\ncurrent-context: atoll\n"
-        );
-        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).expect("kubeconfig");
+        atoll_testkit::write_kubeconfig(&dir.path().join("kubeconfig"), &api.base);
         Env {
             _api: api,
             dir,
@@ -103,10 +99,45 @@ impl Env {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Starts `atoll <args> --kubeconfig <this environment's kubeconfig>` (a component such as the
+    /// scheduler), logging to `<name>.log` in the private directory. It is killed on drop.
+    pub fn component(&self, name: &str, args: &[&str]) -> Component {
+        let log = std::fs::File::create(self.path(&format!("{name}.log"))).expect("log file");
+        let child = Command::new(atoll_testkit::atoll_bin())
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.path("kubeconfig"))
+            .env("ATOLL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start an atoll component");
+        Component { child }
+    }
+
     /// Writes a file in the private directory and returns its path.
     pub fn write(&self, name: &str, content: &str) -> String {
         let p = self.path(name);
         std::fs::write(&p, content).expect("manifest");
         p.to_string_lossy().into_owned()
+    }
+}
+
+/// A running `atoll` component process, killed on drop.
+pub struct Component {
+    child: std::process::Child,
+}
+
+impl Component {
+    /// Kills it now (as a crash would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
