@@ -1,0 +1,256 @@
+//! `sched-bench`: the scheduler in the manner of Kubernetes' scheduler_perf, measured in one run
+//! against the machine's raw etcd write rate.
+//!
+//! Starts a real etcd, the `atoll apiserver` binary and the `atoll scheduler` binary (build them with
+//! `cargo build --release -p atoll` first), then for each size (500 nodes / 5,000 pods and 5,000 nodes
+//! / 30,000 pods):
+//! 1. the raw etcd write rate (puts of a pod's bytes, 64 concurrent): the ceiling, since every pod
+//!    costs at least a create and a bind;
+//! 2. N Node objects (no kubelets), then M pods created through the API at 64 concurrent clients;
+//!    throughput from the first create to the last binding written;
+//! 3. the in-process decision rate: the scheduler's cache with N nodes deciding and assuming M pods
+//!    on one core, without I/O.
+//!
+//! Run: `cargo run --release -p atoll-bench --bin sched-bench [-- --quick]`.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atoll_bench::{NS, pod, run};
+use atoll_testkit::{ApiProcess, Etcd, Http, atoll_bin, free_port, write_kubeconfig};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// A Node as a kubelet would register it.
+fn node(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+            "topology.kubernetes.io/zone": format!("zone-{}", name.len() % 3)}},
+        "spec": {},
+        "status": {
+            "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    })
+}
+
+/// The `atoll scheduler` binary as a child process; killed on drop.
+struct SchedulerProcess {
+    child: Child,
+    metrics: Http,
+}
+
+impl SchedulerProcess {
+    fn start(api: &ApiProcess, dir: &std::path::Path) -> SchedulerProcess {
+        let kubeconfig = dir.join("scheduler.kubeconfig");
+        write_kubeconfig(&kubeconfig, &api.base);
+        let port = free_port();
+        let child = Command::new(atoll_bin())
+            .args(["scheduler", "--leader-elect=false", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .arg(format!("--metrics-bind-address=127.0.0.1:{port}"))
+            .env("ATOLL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start atoll scheduler");
+        SchedulerProcess {
+            child,
+            metrics: Http::new(&format!("http://127.0.0.1:{port}")),
+        }
+    }
+
+    /// Bindings written so far (the count of the pod scheduling latency histogram).
+    async fn bound(&self) -> u64 {
+        let r = self.metrics.get("/metrics").await;
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .find_map(|l| l.strip_prefix("scheduler_pod_scheduling_duration_seconds_count "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for SchedulerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates `bodies` through the API with 64 clients; returns creates per second.
+async fn create_all(http: &Http, path: &'static str, bodies: Vec<Vec<u8>>) -> f64 {
+    let bodies = Arc::new(bodies);
+    let h = http.clone();
+    let total = bodies.len();
+    run(total, 64, move |i| {
+        let (h, bodies) = (h.clone(), bodies.clone());
+        async move {
+            let r = h
+                .send(
+                    "POST",
+                    path,
+                    &[("content-type", "application/json")],
+                    bodies[i].clone(),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        }
+    })
+    .await
+    .per_sec
+}
+
+/// The raw etcd write rate at 64 concurrent puts of a pod's bytes.
+async fn etcd_ceiling(etcd: &Etcd, puts: usize, round: usize) -> f64 {
+    let client = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .expect("etcd client");
+    let body = Bytes::from(serde_json::to_vec(&pod("x", 0)).expect("json"));
+    run(puts, 64, move |i| {
+        let mut kv = client.kv_client();
+        let b = body.clone();
+        async move {
+            kv.put(format!("/baseline/r{round}/p{i}"), b.to_vec(), None)
+                .await
+                .expect("etcd put");
+        }
+    })
+    .await
+    .per_sec
+}
+
+/// Decisions per second of the scheduler's cache alone: `nodes` nodes, `pods` pods decided and
+/// assumed one after another on this thread.
+fn decision_rate(nodes: usize, pods: usize) -> f64 {
+    use atoll_scheduler::cache::Cache;
+    use atoll_scheduler::pod_info::PodInfo;
+    use rand::SeedableRng;
+    let mut cache = Cache::new();
+    for i in 0..nodes {
+        let n: k8s_openapi::api::core::v1::Node =
+            serde_json::from_value(node(&format!("node-{i}"))).expect("node");
+        cache.upsert_node(Arc::new(n));
+    }
+    let infos: Vec<Arc<PodInfo>> = (0..pods)
+        .map(|i| {
+            let mut p = pod(&format!("p{i}"), i);
+            p["metadata"]["uid"] = json!(format!("uid-{i}"));
+            let p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(p).expect("pod");
+            Arc::new(PodInfo::new(Arc::new(p)))
+        })
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let start = Instant::now();
+    for info in &infos {
+        let node = cache.schedule(info, &mut rng).expect("fits");
+        cache.assume(info.clone(), &node);
+    }
+    pods as f64 / start.elapsed().as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let sizes: &[(usize, usize)] = if quick {
+        &[(100, 1000)]
+    } else {
+        &[(500, 5000), (5000, 30_000)]
+    };
+    println!(
+        "# sched-bench: scheduler throughput vs the raw etcd write rate, same machine, same run"
+    );
+    for (round, &(nodes, pods)) in sizes.iter().enumerate() {
+        let etcd = tokio::task::spawn_blocking(Etcd::start)
+            .await
+            .expect("etcd");
+        let dir = tempfile::Builder::new()
+            .prefix("atoll-sched-bench-")
+            .tempdir()
+            .expect("temp dir");
+        let api = ApiProcess::start(&etcd, dir.path(), &[], "warn", Stdio::inherit());
+        let http = Http::new(&api.base);
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
+        assert_eq!(
+            http.json("POST", "/api/v1/namespaces", &ns).await.status,
+            201
+        );
+
+        let ceiling = etcd_ceiling(&etcd, 5000, round).await;
+        let node_bodies = (0..nodes)
+            .map(|i| serde_json::to_vec(&node(&format!("node-{i}"))).expect("json"))
+            .collect();
+        let node_rate = create_all(&http, "/api/v1/nodes", node_bodies).await;
+
+        let scheduler = SchedulerProcess::start(&api, dir.path());
+        // A first pod, bound, shows the scheduler has listed the nodes.
+        let warm = serde_json::to_vec(&pod("warm-up", 0)).expect("json");
+        create_all(&http, "/api/v1/namespaces/bench/pods", vec![warm]).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while scheduler.bound().await < 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the scheduler never bound the first pod"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let bodies: Vec<Vec<u8>> = (0..pods)
+            .map(|i| serde_json::to_vec(&pod(&format!("p{i}"), i)).expect("json"))
+            .collect();
+        let start = Instant::now();
+        let h = http.clone();
+        let creating =
+            tokio::spawn(
+                async move { create_all(&h, "/api/v1/namespaces/bench/pods", bodies).await },
+            );
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut created_at = None;
+        loop {
+            if created_at.is_none() && creating.is_finished() {
+                created_at = Some(start.elapsed());
+            }
+            if scheduler.bound().await >= (pods + 1) as u64 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not all pods were bound within 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = start.elapsed();
+        let create_rate = creating.await.expect("creates");
+        let end_to_end = pods as f64 / elapsed.as_secs_f64();
+        // Every pod is bound, once: the API agrees with the scheduler's count.
+        let list = http.get("/api/v1/namespaces/bench/pods").await.json();
+        let items = list["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let unbound = items
+            .iter()
+            .filter(|p| p["spec"]["nodeName"].as_str().unwrap_or("").is_empty())
+            .count();
+        assert_eq!(unbound, 0, "pods left unbound");
+        drop(scheduler);
+
+        let allowed = ceiling / 2.0;
+        let target = allowed.min(1000.0) * if allowed < 1000.0 { 0.8 } else { 1.0 };
+        println!(
+            "{nodes} nodes / {pods} pods: end to end {end_to_end:.0} pods/s ({:.1} s; creates alone {create_rate:.0}/s, done after {:.1} s); \
+             etcd ceiling {ceiling:.0} puts/s → {allowed:.0} pods/s at create+bind; target {target:.0} pods/s, ratio {:.2}; nodes created at {node_rate:.0}/s",
+            elapsed.as_secs_f64(),
+            created_at.unwrap_or(elapsed).as_secs_f64(),
+            end_to_end / target,
+        );
+        let decisions = tokio::task::spawn_blocking(move || decision_rate(nodes, pods))
+            .await
+            .expect("decisions");
+        println!(
+            "{nodes} nodes / {pods} pods: in-process decisions {decisions:.0} pods/s (target 20000 at 5000 nodes, ratio {:.2})",
+            decisions / 20_000.0
+        );
+    }
+}
