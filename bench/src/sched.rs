@@ -58,6 +58,11 @@ impl SchedulerProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start atoll scheduler");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the scheduler's metrics endpoint never opened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         SchedulerProcess {
             child,
             metrics: Http::new(&format!("http://127.0.0.1:{port}")),

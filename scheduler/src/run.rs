@@ -157,10 +157,9 @@ async fn schedule(
         cache: Cache::new(),
         queue: Queue::new(),
         pending: HashMap::new(),
-        known_pods: HashSet::new(),
-        known_nodes: HashSet::new(),
-        relisting_pods: None,
-        relisting_nodes: None,
+        known_pods: Known::default(),
+        known_nodes: Known::default(),
+        known_services: Known::default(),
         rng: StdRng::from_os_rng(),
         metrics,
         bound_tx,
@@ -229,12 +228,10 @@ struct Scheduler {
     queue: Queue,
     /// Unbound pods this scheduler is responsible for.
     pending: HashMap<String, Pending>,
-    /// Pods and nodes handed to the cache (to drop the ones a relist no longer shows).
-    known_pods: HashSet<String>,
-    known_nodes: HashSet<String>,
-    /// Keys seen since a relist began.
-    relisting_pods: Option<HashSet<String>>,
-    relisting_nodes: Option<HashSet<String>>,
+    /// What each watch handed to the cache (to drop what a relist no longer shows).
+    known_pods: Known,
+    known_nodes: Known,
+    known_services: Known,
     rng: StdRng,
     metrics: Arc<Metrics>,
     binds: Arc<Semaphore>,
@@ -246,70 +243,102 @@ fn pod_key(pod: &Pod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
 }
 
+/// `namespace/name`.
+fn service_key(svc: &Service) -> String {
+    format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
+}
+
+/// The keys one watch handed to the cache, so that when the watch relists (after a gap) the ones
+/// the new list no longer shows can be dropped.
+#[derive(Default)]
+struct Known {
+    keys: HashSet<String>,
+    /// Keys seen since the relist began.
+    relisting: Option<HashSet<String>>,
+}
+
+impl Known {
+    fn relist(&mut self) {
+        self.relisting = Some(HashSet::new());
+    }
+
+    fn seen(&mut self, key: &str) {
+        if let Some(seen) = self.relisting.as_mut() {
+            seen.insert(key.to_string());
+        }
+        self.keys.insert(key.to_string());
+    }
+
+    fn gone(&mut self, key: &str) {
+        self.keys.remove(key);
+    }
+
+    /// Ends a relist: the keys it did not show.
+    fn relisted(&mut self) -> Vec<String> {
+        match self.relisting.take() {
+            Some(seen) => self.keys.difference(&seen).cloned().collect(),
+            None => vec![],
+        }
+    }
+}
+
 impl Scheduler {
     fn update(&mut self, u: Update) {
         match u {
             Update::Pod(e) => match *e {
-                watcher::Event::Init => self.relisting_pods = Some(HashSet::new()),
+                watcher::Event::Init => self.known_pods.relist(),
                 watcher::Event::InitApply(p) | watcher::Event::Apply(p) => self.pod_seen(p),
                 watcher::Event::Delete(p) => self.pod_gone(&pod_key(&p)),
                 watcher::Event::InitDone => {
-                    if let Some(seen) = self.relisting_pods.take() {
-                        let gone: Vec<String> =
-                            self.known_pods.difference(&seen).cloned().collect();
-                        for key in gone {
-                            self.pod_gone(&key);
-                        }
+                    for key in self.known_pods.relisted() {
+                        self.pod_gone(&key);
                     }
                 }
             },
             Update::Node(e) => match *e {
-                watcher::Event::Init => self.relisting_nodes = Some(HashSet::new()),
+                watcher::Event::Init => self.known_nodes.relist(),
                 watcher::Event::InitApply(n) | watcher::Event::Apply(n) => {
-                    let name = n.name_any();
-                    if let Some(seen) = self.relisting_nodes.as_mut() {
-                        seen.insert(name.clone());
-                    }
-                    self.known_nodes.insert(name);
+                    self.known_nodes.seen(&n.name_any());
                     self.cache.upsert_node(Arc::new(n));
                     self.queue.cluster_changed(Instant::now());
                 }
                 watcher::Event::Delete(n) => self.node_gone(&n.name_any()),
                 watcher::Event::InitDone => {
-                    if let Some(seen) = self.relisting_nodes.take() {
-                        let gone: Vec<String> =
-                            self.known_nodes.difference(&seen).cloned().collect();
-                        for name in gone {
-                            self.node_gone(&name);
-                        }
+                    for name in self.known_nodes.relisted() {
+                        self.node_gone(&name);
                     }
                 }
             },
             Update::Service(e) => match *e {
+                watcher::Event::Init => self.known_services.relist(),
                 watcher::Event::InitApply(svc) | watcher::Event::Apply(svc) => {
+                    self.known_services.seen(&service_key(&svc));
                     self.cache.upsert_service(Arc::new(svc));
                 }
-                watcher::Event::Delete(svc) => {
-                    let key = format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any());
-                    self.cache.remove_service(&key);
+                watcher::Event::Delete(svc) => self.service_gone(&service_key(&svc)),
+                watcher::Event::InitDone => {
+                    for key in self.known_services.relisted() {
+                        self.service_gone(&key);
+                    }
                 }
-                watcher::Event::Init | watcher::Event::InitDone => {}
             },
         }
     }
 
+    fn service_gone(&mut self, key: &str) {
+        self.known_services.gone(key);
+        self.cache.remove_service(key);
+    }
+
     fn node_gone(&mut self, name: &str) {
-        self.known_nodes.remove(name);
+        self.known_nodes.gone(name);
         self.cache.remove_node(name);
     }
 
     /// A pod as the API shows it now.
     fn pod_seen(&mut self, pod: Pod) {
         let key = pod_key(&pod);
-        if let Some(seen) = self.relisting_pods.as_mut() {
-            seen.insert(key.clone());
-        }
-        self.known_pods.insert(key.clone());
+        self.known_pods.seen(&key);
         let bound = pod
             .spec
             .as_ref()
@@ -348,7 +377,7 @@ impl Scheduler {
 
     /// A pod was deleted: its resources are free, which may help unschedulable pods.
     fn pod_gone(&mut self, key: &str) {
-        self.known_pods.remove(key);
+        self.known_pods.gone(key);
         let was_placed = self.cache.is_placed(key);
         self.cache.remove_pod(key);
         self.pending.remove(key);
