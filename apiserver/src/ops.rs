@@ -30,8 +30,12 @@ pub enum UpdateMode {
     Status,
     /// Namespace `finalize`: only `spec.finalizers`.
     Finalize,
-    /// A server-internal change (binding, scale): the mutation decides; update validation is skipped.
+    /// A server-internal change (scale): the mutation decides; update validation is skipped.
     System,
+    /// A change the server makes to fields only it sets (binding a pod to its node): written as the
+    /// mutation leaves the stored object, without decoding, defaulting, validation or a generation
+    /// bump, as Kubernetes' binding writes straight to storage.
+    Assign,
 }
 
 /// How a write treats input fields the kind does not declare (`?fieldValidation=`).
@@ -356,6 +360,12 @@ impl Server {
         Ok((with_rv(obj, kv.revision), kv.revision))
     }
 
+    /// The watch cache's copy of the object at `key` and its revision, if it has one.
+    fn cached(&self, kind: &KindInfo, key: &str) -> Option<(Value, i64)> {
+        let obj = self.cache(kind).get(key)?;
+        Some((obj.value().ok()?, obj.revision))
+    }
+
     /// Checks that a namespaced object may be created in `namespace`: it exists and is not terminating.
     /// Returns the namespace's key and revision, which the create then requires unchanged, so content
     /// never slips into a namespace that began terminating after this check. The watch cache answers
@@ -595,8 +605,17 @@ impl Server {
         let dry_run = fields.dry_run;
         let key = object_key(kind, namespace, name);
         let mut taken = BTreeSet::new();
-        for _ in 0..MAX_RETRIES {
-            let (old, rev) = self.read(kind, namespace, name).await?;
+        for attempt in 0..MAX_RETRIES {
+            // An assignment starts from the watch cache's copy: the write's revision precondition
+            // catches a stale one, and the retry reads etcd.
+            let cached = match (mode, attempt) {
+                (UpdateMode::Assign, 0) => self.cached(kind, &key),
+                _ => None,
+            };
+            let (old, rev) = match cached {
+                Some(c) => c,
+                None => self.read(kind, namespace, name).await?,
+            };
             let mut new = mutate(&old)?;
             check_type(kind, &mut new)?;
             let wanted_rv = meta::resource_version(&new).to_string();
@@ -738,6 +757,7 @@ impl Server {
                     .unwrap_or(json!([]));
                 merged
             }
+            UpdateMode::Assign => new,
             UpdateMode::Main | UpdateMode::System => {
                 check_body_name(&new, name)?;
                 let body_ns = meta::namespace(&new);
@@ -795,6 +815,7 @@ impl Server {
             UpdateMode::Main | UpdateMode::Finalize => UpdateScope::Spec,
             UpdateMode::Status => UpdateScope::Status,
             UpdateMode::System => UpdateScope::System,
+            UpdateMode::Assign => return Ok((new, vec![])),
         };
         let decoded = kind
             .strategy

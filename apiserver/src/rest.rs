@@ -640,7 +640,7 @@ async fn bind(
         &t.kind,
         t.namespace.as_deref().unwrap_or(""),
         &name,
-        UpdateMode::System,
+        UpdateMode::Assign,
         &mut WriteOpts::internal(q.dry_run),
         &mutate,
     )
