@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atoll_bench::{NS, pod, run};
+use atoll_bench::{NS, cpu_time, pod, run};
 use atoll_testkit::{ApiProcess, Etcd, Http, atoll_bin, free_port, write_kubeconfig};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -214,6 +214,8 @@ async fn main() {
         let bodies: Vec<Vec<u8>> = (0..pods)
             .map(|i| serde_json::to_vec(&pod(&format!("p{i}"), i)).expect("json"))
             .collect();
+        let pids = [api.pid(), etcd.pid(), scheduler.child.id(), std::process::id()];
+        let cpu_before = pids.map(cpu_time);
         let start = Instant::now();
         let h = http.clone();
         let creating =
@@ -236,6 +238,17 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let elapsed = start.elapsed();
+        let cpu_per_pod = |i: usize| {
+            let used = cpu_time(pids[i]).saturating_sub(cpu_before[i]);
+            format!("{:.0} µs", used.as_secs_f64() * 1e6 / pods as f64)
+        };
+        let cpu = format!(
+            "cpu per pod: apiserver {}, etcd {}, scheduler {}, this client {}",
+            cpu_per_pod(0),
+            cpu_per_pod(1),
+            cpu_per_pod(2),
+            cpu_per_pod(3)
+        );
         let create_rate = creating.await.expect("creates");
         let end_to_end = pods as f64 / elapsed.as_secs_f64();
         // Every pod is bound, once: the API agrees with the scheduler's count.
@@ -252,7 +265,7 @@ async fn main() {
         let target = allowed.min(1000.0) * if allowed < 1000.0 { 0.8 } else { 1.0 };
         println!(
             "{nodes} nodes / {pods} pods: end to end {end_to_end:.0} pods/s ({:.1} s; creates alone {create_rate:.0}/s, done after {:.1} s); \
-             etcd ceiling {ceiling:.0} puts/s → {allowed:.0} pods/s at create+bind; target {target:.0} pods/s, ratio {:.2}; nodes created at {node_rate:.0}/s",
+             etcd ceiling {ceiling:.0} puts/s → {allowed:.0} pods/s at create+bind; target {target:.0} pods/s, ratio {:.2}; nodes created at {node_rate:.0}/s; {cpu}",
             elapsed.as_secs_f64(),
             created_at.unwrap_or(elapsed).as_secs_f64(),
             end_to_end / target,

@@ -4,6 +4,9 @@
 //! The cache is owned by one task and has no locks. Pods are counted on a node when the API shows
 //! them bound there and not terminated, or when the scheduler assumed them there while their
 //! binding is in flight. Each pod key is counted at most once.
+//!
+//! Next to each node the cache keeps its [`NodeSummary`] (what a search reads for every node,
+//! contiguous in memory) with the node's labels as ids of the cache's label [`Interner`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -12,10 +15,11 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use rand::Rng;
 
-use crate::node_info::NodeInfo;
-use crate::plugins::filters::{self, Failure};
+use crate::node_info::{NodeInfo, NodeSummary};
+use crate::plugins::filters::{self, Failure, PodFilter};
+use crate::plugins::labels::{Interner, LabelId};
 use crate::plugins::scores::{self, ScoreBuffers, Spread};
-use crate::pod_info::{PodInfo, pod_key};
+use crate::pod_info::{NO_LABELS, PodInfo, pod_key};
 
 /// Below this many nodes every node is considered; also the least number of feasible nodes
 /// looked for (Kubernetes' `minFeasibleNodesToFind`).
@@ -85,6 +89,10 @@ struct PodEntry {
 pub struct Cache {
     /// Nodes in round-robin order.
     nodes: Vec<NodeInfo>,
+    /// The summary of each node, same order as `nodes`.
+    summaries: Vec<NodeSummary>,
+    /// The label keys and values of the nodes, interned (one reference per node label).
+    labels: Interner,
     /// Node name → index in `nodes`.
     index: HashMap<String, usize>,
     /// Every counted pod (bound per the API or assumed), by key.
@@ -101,6 +109,8 @@ pub struct Cache {
     failures: Vec<(usize, Failure)>,
     /// Scratch: score buffers.
     scores: ScoreBuffers,
+    /// Scratch: the label ids of the nodeSelector of the pod being scheduled.
+    selector: Vec<LabelId>,
 }
 
 /// The pod's node per the API, if it is bound and not terminated (so counted).
@@ -129,19 +139,32 @@ impl Cache {
     pub fn upsert_node(&mut self, node: Arc<Node>) {
         let name = node.metadata.name.clone().unwrap_or_default();
         if let Some(&i) = self.index.get(&name) {
+            let old = self.nodes[i].node.clone();
             self.nodes[i].set_node(node);
+            let (info, summary) = (&self.nodes[i], &mut self.summaries[i]);
+            let old_labels = old.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+            if info.labels() != old_labels {
+                // Take the new references before giving back the old ones, so labels that stay
+                // keep their ids.
+                summary.labels = self.labels.acquire_labels(info.labels());
+                self.labels.release_labels(old_labels);
+            }
+            summary.refresh(info);
             return;
         }
         let mut info = NodeInfo::new(node);
         if let Some(keys) = self.waiting.remove(&name) {
             for key in keys {
                 if let Some(entry) = self.pods.get(&key) {
-                    info.add_pod(entry.info.clone());
+                    info.add_uncounted_pod(entry.info.clone());
                 }
             }
         }
+        let mut summary = NodeSummary::new(&info);
+        summary.labels = self.labels.acquire_labels(info.labels());
         self.index.insert(name, self.nodes.len());
         self.nodes.push(info);
+        self.summaries.push(summary);
     }
 
     /// Removes a node. Its pods stay known and are counted again if the node comes back.
@@ -150,6 +173,8 @@ impl Cache {
             return;
         };
         let info = self.nodes.swap_remove(i);
+        self.summaries.swap_remove(i);
+        self.labels.release_labels(info.labels());
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.name.clone(), i);
         }
@@ -282,6 +307,7 @@ impl Cache {
         let want = num_feasible_nodes_to_find(n);
         self.feasible.clear();
         self.failures.clear();
+        let filter = PodFilter::new(pod, &self.labels, &mut self.selector);
         let start = self.next_start % n;
         let mut evaluated = 0;
         for k in 0..n {
@@ -291,7 +317,7 @@ impl Cache {
                 start + k - n
             };
             evaluated += 1;
-            match filters::run(pod, &self.nodes[i]) {
+            match filter.run(&self.summaries[i], &self.nodes[i]) {
                 Ok(()) => {
                     self.feasible.push(i);
                     if self.feasible.len() >= want {
@@ -315,7 +341,14 @@ impl Cache {
                 .into_iter()
                 .flat_map(|by_name| by_name.values().map(Vec::as_slice)),
         );
-        scores::score(pod, &self.nodes, &self.feasible, &spread, &mut self.scores);
+        scores::score(
+            pod,
+            &self.nodes,
+            &self.summaries,
+            &self.feasible,
+            &spread,
+            &mut self.scores,
+        );
 
         // Reservoir sampling among the best, as Kubernetes' selectHost.
         let mut best = 0;
@@ -336,6 +369,14 @@ impl Cache {
         Ok(self.nodes[self.feasible[best]].name.clone())
     }
 
+    /// [`PodFilter::run`] of `pod` on the node called `name`, as a search would run it.
+    #[cfg(test)]
+    fn filter_node(&self, pod: &PodInfo, name: &str) -> Option<Result<(), Failure>> {
+        let i = *self.index.get(name)?;
+        let mut scratch = Vec::new();
+        Some(PodFilter::new(pod, &self.labels, &mut scratch).run(&self.summaries[i], &self.nodes[i]))
+    }
+
     /// The reasons of the failed search just run.
     fn fit_error(&self, pod: &PodInfo) -> FitError {
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -354,7 +395,10 @@ impl Cache {
     fn count(&mut self, info: Arc<PodInfo>, node: String, assumed: bool) {
         let key = info.key.clone();
         match self.index.get(&node) {
-            Some(&i) => self.nodes[i].add_pod(info.clone()),
+            Some(&i) => {
+                self.nodes[i].add_uncounted_pod(info.clone());
+                self.summaries[i].refresh(&self.nodes[i]);
+            }
             None => {
                 self.waiting
                     .entry(node.clone())
@@ -379,7 +423,8 @@ impl Cache {
         };
         match self.index.get(&entry.node) {
             Some(&i) => {
-                self.nodes[i].remove_pod(key);
+                self.nodes[i].remove_counted_pod(&entry.info);
+                self.summaries[i].refresh(&self.nodes[i]);
             }
             None => {
                 if let Some(keys) = self.waiting.get_mut(&entry.node) {
@@ -439,7 +484,31 @@ mod tests {
             }
             assert_eq!(n.requested, sum, "node {}", n.name);
             assert_eq!(n.non_zero_requested, nz, "node {}", n.name);
+            // The summary is up to date, its labels are the node's.
+            let mut expect = NodeSummary::new(n);
+            let mut ids: Vec<LabelId> = n
+                .labels()
+                .iter()
+                .map(|(k, v)| c.labels.label(k, v).expect("node label interned"))
+                .collect();
+            ids.sort_unstable();
+            expect.labels = ids.into();
+            assert_eq!(c.summaries[i], expect, "node {}", n.name);
         }
+        // The interner holds one reference per use of a string as a key or value of a node
+        // label, and nothing else.
+        let mut uses: HashMap<&str, u32> = HashMap::new();
+        for n in &c.nodes {
+            for (k, v) in n.labels() {
+                *uses.entry(k).or_default() += 1;
+                *uses.entry(v).or_default() += 1;
+            }
+        }
+        for (s, count) in &uses {
+            assert_eq!(c.labels.refs(s), *count, "{s}");
+        }
+        assert_eq!(c.labels.len(), uses.len());
+        assert_eq!(c.summaries.len(), c.nodes.len());
         for (node, keys) in &c.waiting {
             assert!(!c.index.contains_key(node));
             assert!(!keys.is_empty());
@@ -699,6 +768,50 @@ mod tests {
     }
 
     #[test]
+    fn selector_follows_node_label_changes() {
+        let mut c = Cache::new();
+        let mut rng = StdRng::seed_from_u64(11);
+        let labelled = |name: &str, labels: Value| Arc::new(node_obj(name, json!({"metadata": {"labels": labels}})));
+        c.upsert_node(labelled("a", json!({"disk": "ssd", "zone": "z1"})));
+        c.upsert_node(labelled("b", json!({"disk": "hdd", "zone": "z1"})));
+        check_consistency(&c);
+        let ssd = info("p", json!({"spec": {"nodeSelector": {"disk": "ssd"}}}));
+        let z2 = info("q", json!({"spec": {"nodeSelector": {"zone": "z2", "disk": "hdd"}}}));
+        for _ in 0..10 {
+            assert_eq!(c.schedule(&ssd, &mut rng).unwrap(), "a");
+        }
+        // "z2" is on no node: nothing matches.
+        assert_eq!(
+            c.schedule(&z2, &mut rng).unwrap_err().to_string(),
+            "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
+        );
+        // Labels move from node to node.
+        c.upsert_node(labelled("a", json!({"disk": "hdd", "zone": "z2"})));
+        c.upsert_node(labelled("b", json!({"disk": "ssd"})));
+        check_consistency(&c);
+        assert_eq!(c.labels.refs("z1"), 0);
+        for _ in 0..10 {
+            assert_eq!(c.schedule(&ssd, &mut rng).unwrap(), "b");
+            assert_eq!(c.schedule(&z2, &mut rng).unwrap(), "a");
+        }
+        // A string freed by one node and new on another gets a reused id; the old meaning is
+        // gone.
+        c.upsert_node(labelled("a", json!({"disk": "hdd", "zone": "z3"})));
+        c.upsert_node(labelled("c", json!({"rack": "r1", "zone": "z2"})));
+        check_consistency(&c);
+        assert_eq!(c.schedule(&z2, &mut rng).unwrap_err().nodes, 3);
+        // Gone nodes give their labels back.
+        for n in ["a", "b", "c"] {
+            c.remove_node(n);
+            check_consistency(&c);
+        }
+        assert!(c.labels.is_empty());
+        c.upsert_node(labelled("b", json!({"disk": "ssd"})));
+        assert_eq!(c.schedule(&ssd, &mut rng).unwrap(), "b");
+        check_consistency(&c);
+    }
+
+    #[test]
     fn percentage_of_nodes() {
         assert_eq!(num_feasible_nodes_to_find(0), 0);
         assert_eq!(num_feasible_nodes_to_find(99), 99);
@@ -901,10 +1014,7 @@ mod tests {
         if rng.random_bool(0.3) {
             alloc["example.com/gpu"] = json!(pick(rng, &["1", "2"]));
         }
-        let mut labels = json!({"zone": pick(rng, &["a", "b", "c"])});
-        if rng.random_bool(0.5) {
-            labels["disk"] = json!(pick(rng, &["ssd", "hdd"]));
-        }
+        let labels = random_labels(rng);
         let all_taints = [
             json!({"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}),
             json!({"key": "dedicated", "value": "db", "effect": "NoSchedule"}),
@@ -927,6 +1037,23 @@ mod tests {
             "status": {"allocatable": alloc, "conditions": [{"type": "Ready", "status": ready}]},
         }))
         .unwrap()
+    }
+
+    /// Node labels: usually a zone, often a disk type, sometimes strings used elsewhere as keys
+    /// or values.
+    fn random_labels(rng: &mut StdRng) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        if rng.random_bool(0.9) {
+            labels.insert("zone".into(), pick(rng, &["a", "b", "c"]).to_string());
+        }
+        if rng.random_bool(0.5) {
+            labels.insert("disk".into(), pick(rng, &["ssd", "hdd"]).to_string());
+        }
+        if rng.random_bool(0.2) {
+            let (k, v) = *pick(rng, &[("ssd", "disk"), ("a", "zone"), ("x", "ssd")]);
+            labels.insert(k.into(), v.into());
+        }
+        labels
     }
 
     fn random_pod(rng: &mut StdRng, name: &str) -> Pod {
@@ -979,6 +1106,10 @@ mod tests {
         match rng.random_range(0..6) {
             0 => spec["nodeSelector"] = json!({"zone": pick(rng, &["a", "b", "c"])}),
             1 => spec["nodeSelector"] = json!({"disk": "ssd"}),
+            2 => {
+                spec["nodeSelector"] =
+                    pick(rng, &[json!({"zone": "a", "disk": "ssd"}), json!({"ssd": "disk"}), json!({"a": "zone"})]).clone()
+            }
             _ => {}
         }
         let mut meta = json!({"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
@@ -1023,13 +1154,16 @@ mod tests {
             for i in 0..pod_count {
                 let pod = Arc::new(random_pod(&mut rng, &format!("p{i}")));
                 let pi = Arc::new(PodInfo::new(pod.clone()));
-                // The production filters agree with the direct reading on every node.
+                // The production filters agree with the direct reading on every node, and the
+                // search's filters (summaries, label ids) with them, failure for failure.
                 for (name, n) in &nodes {
                     let here = placed.get(name).map(Vec::as_slice).unwrap_or_default();
                     let expect = ref_fits(&pod, n, here);
+                    let full = filters::run(&pi, c.node(name).unwrap());
+                    assert_eq!(full.is_ok(), expect, "case {case} pod {i} node {name}");
                     assert_eq!(
-                        filters::run(&pi, c.node(name).unwrap()).is_ok(),
-                        expect,
+                        c.filter_node(&pi, name),
+                        Some(full),
                         "case {case} pod {i} node {name}"
                     );
                 }
@@ -1087,6 +1221,20 @@ mod tests {
                             assert!(!c.is_placed(&key));
                         }
                     }
+                }
+                // Now and then a node's labels change, or the node goes and comes back.
+                if rng.random_bool(0.15) {
+                    let names: Vec<String> = nodes.keys().cloned().collect();
+                    let name = pick(&mut rng, &names).clone();
+                    let mut n = nodes[&name].clone();
+                    n.metadata.labels = Some(random_labels(&mut rng));
+                    if rng.random_bool(0.3) {
+                        c.remove_node(&name);
+                        assert!(c.node(&name).is_none());
+                        check_consistency(&c);
+                    }
+                    c.upsert_node(Arc::new(n.clone()));
+                    nodes.insert(name, n);
                 }
                 check_consistency(&c);
                 // Nothing over-committed, recomputed from the test's own record.

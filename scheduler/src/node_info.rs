@@ -1,4 +1,5 @@
-//! [`NodeInfo`]: one node, parsed once, with the pods counted on it.
+//! [`NodeInfo`]: one node, parsed once, with the pods counted on it; [`NodeSummary`]: the few
+//! numbers and flags of it that a search reads for every node.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -6,6 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 
+use crate::plugins::labels::LabelId;
 use crate::plugins::{Taint, TaintEffect};
 use crate::pod_info::{HostPort, NO_LABELS, PodInfo, uid_key};
 use crate::resources::{
@@ -127,6 +129,12 @@ impl NodeInfo {
     /// Counts `pod` on this node (replacing a pod with the same key).
     pub fn add_pod(&mut self, pod: Arc<PodInfo>) {
         self.remove_pod(&pod.key);
+        self.add_uncounted_pod(pod);
+    }
+
+    /// Counts `pod`, which the caller knows is not counted here (no pod with its key).
+    pub(crate) fn add_uncounted_pod(&mut self, pod: Arc<PodInfo>) {
+        debug_assert!(self.pods.iter().all(|p| p.key != pod.key), "{} twice", pod.key);
         self.requested.add(&pod.requests);
         self.non_zero_requested.add(&pod.non_zero);
         for (name, v) in &pod.extended_requests {
@@ -146,9 +154,29 @@ impl NodeInfo {
 
     /// Stops counting the pod with `key`; false if it was not counted here.
     pub fn remove_pod(&mut self, key: &str) -> bool {
-        let Some(i) = self.pods.iter().position(|p| p.key == key) else {
-            return false;
-        };
+        match self.pods.iter().position(|p| p.key == key) {
+            Some(i) => {
+                self.remove_at(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops counting `pod`, found by identity (the `Arc` that was counted) rather than by
+    /// comparing keys; false if it was not counted here.
+    pub(crate) fn remove_counted_pod(&mut self, pod: &Arc<PodInfo>) -> bool {
+        match self.pods.iter().position(|p| Arc::ptr_eq(p, pod)) {
+            Some(i) => {
+                self.remove_at(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops counting `self.pods[i]`.
+    fn remove_at(&mut self, i: usize) {
         let pod = self.pods.swap_remove(i);
         self.requested.sub(&pod.requests);
         self.non_zero_requested.sub(&pod.non_zero);
@@ -168,7 +196,6 @@ impl NodeInfo {
                 decrement(&mut self.label_counts, *key);
             }
         }
-        true
     }
 
     /// Number of pods counted on the node.
@@ -207,6 +234,75 @@ impl NodeInfo {
     /// metadata.labels (empty when unset).
     pub fn labels(&self) -> &BTreeMap<String, String> {
         self.node.metadata.labels.as_ref().unwrap_or(&NO_LABELS)
+    }
+}
+
+/// What a search reads of a node for every node it visits, kept small and stored contiguously
+/// by the [`crate::cache::Cache`] (one per node, in the order of its nodes), so that checking a
+/// node touches a cache line or two instead of the whole [`NodeInfo`] and its label map.
+///
+/// Derived from the [`NodeInfo`] ([`NodeSummary::refresh`] after every change to it), except
+/// `labels`, which the cache sets from its [`crate::plugins::labels::Interner`] when the node
+/// object changes. Filters that the flags say may fail read the [`NodeInfo`] itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeSummary {
+    /// [`NodeInfo::allocatable`].
+    pub allocatable: Resources,
+    /// [`NodeInfo::requested`].
+    pub requested: Resources,
+    /// cpu of [`NodeInfo::non_zero_requested`].
+    pub non_zero_milli_cpu: i64,
+    /// memory of [`NodeInfo::non_zero_requested`].
+    pub non_zero_memory: i64,
+    /// [`NodeInfo::pod_count`].
+    pub pod_count: i64,
+    /// [`NodeSummary::NOT_READY`], [`NodeSummary::UNSCHEDULABLE`], ... ORed.
+    pub flags: u8,
+    /// The node's labels as sorted ids (empty until the cache sets them).
+    pub labels: Box<[LabelId]>,
+}
+
+impl NodeSummary {
+    /// The Ready condition is not "True".
+    pub const NOT_READY: u8 = 1;
+    /// spec.unschedulable.
+    pub const UNSCHEDULABLE: u8 = 1 << 1;
+    /// The node has NoSchedule or NoExecute taints.
+    pub const HARD_TAINTS: u8 = 1 << 2;
+    /// Counted pods use host ports.
+    pub const USED_PORTS: u8 = 1 << 3;
+    /// The node has PreferNoSchedule taints.
+    pub const PREFER_NO_SCHEDULE_TAINTS: u8 = 1 << 4;
+
+    /// The summary of `node`, without labels.
+    pub fn new(node: &NodeInfo) -> NodeSummary {
+        let mut s = NodeSummary::default();
+        s.refresh(node);
+        s
+    }
+
+    /// Recomputes everything but `labels` from `node`.
+    pub fn refresh(&mut self, node: &NodeInfo) {
+        self.allocatable = node.allocatable;
+        self.requested = node.requested;
+        self.non_zero_milli_cpu = node.non_zero_requested.milli_cpu;
+        self.non_zero_memory = node.non_zero_requested.memory;
+        self.pod_count = i64::try_from(node.pod_count()).unwrap_or(i64::MAX);
+        let flag = |on: bool, f: u8| if on { f } else { 0 };
+        self.flags = flag(!node.ready, Self::NOT_READY)
+            | flag(node.unschedulable, Self::UNSCHEDULABLE)
+            | flag(!node.hard_taints.is_empty(), Self::HARD_TAINTS)
+            | flag(!node.used_ports.is_empty(), Self::USED_PORTS)
+            | flag(
+                !node.prefer_no_schedule_taints.is_empty(),
+                Self::PREFER_NO_SCHEDULE_TAINTS,
+            );
+    }
+
+    /// Whether any of `flags` is set.
+    #[inline]
+    pub fn any(&self, flags: u8) -> bool {
+        self.flags & flags != 0
     }
 }
 

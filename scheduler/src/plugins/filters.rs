@@ -3,11 +3,16 @@
 //! [`run`] applies them in Kubernetes' order (not-Ready first) and stops at the first that fails,
 //! returning a [`Failure`] that costs no allocation; [`reasons`] turns a failure into Kubernetes'
 //! reason strings, only needed when the pod fits nowhere.
+//!
+//! [`PodFilter`] is the same check for a search over many nodes: what depends only on the pod is
+//! worked out once, and each node is checked against its compact
+//! [`NodeSummary`], reading the [`NodeInfo`] only where the summary says a filter may fail.
 
-use crate::node_info::NodeInfo;
+use crate::node_info::{NodeInfo, NodeSummary};
+use crate::plugins::labels::{Interner, LabelId, SelectorIds};
 use crate::plugins::{selector_matches, tolerates};
 use crate::pod_info::PodInfo;
-use crate::resources::extended_get;
+use crate::resources::{Resources, extended_get};
 
 /// Reason of the not-Ready check.
 pub const REASON_NOT_READY: &str = "node(s) were not ready";
@@ -123,11 +128,26 @@ pub fn check_node_ports(pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure> {
 /// NodeResourcesFit: room for one more pod and for every resource the pod requests.
 #[inline]
 pub fn check_resources(pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure> {
-    let alloc = &node.allocatable;
-    let used = &node.requested;
-    let r = &pod.requests;
-    let fits = |req: i64, alloc: i64, used: i64| req <= 0 || req <= alloc.saturating_sub(used);
-    let ok = (node.pod_count() as i64) < alloc.pods
+    let ok = fits_base(
+        &pod.requests,
+        node.pod_count() as i64,
+        &node.allocatable,
+        &node.requested,
+    ) && fits_extended(pod, node);
+    if ok { Ok(()) } else { Err(Failure::Resources) }
+}
+
+/// Whether `req` fits where `alloc` is offered and `used` taken (0 and negative requests always
+/// fit).
+#[inline]
+fn fits(req: i64, alloc: i64, used: i64) -> bool {
+    req <= 0 || req <= alloc.saturating_sub(used)
+}
+
+/// NodeResourcesFit on pods, cpu, memory and ephemeral storage.
+#[inline]
+fn fits_base(r: &Resources, pods: i64, alloc: &Resources, used: &Resources) -> bool {
+    pods < alloc.pods
         && fits(r.milli_cpu, alloc.milli_cpu, used.milli_cpu)
         && fits(r.memory, alloc.memory, used.memory)
         && fits(
@@ -135,14 +155,18 @@ pub fn check_resources(pod: &PodInfo, node: &NodeInfo) -> Result<(), Failure> {
             alloc.ephemeral_storage,
             used.ephemeral_storage,
         )
-        && pod.extended_requests.iter().all(|(name, v)| {
-            fits(
-                *v,
-                extended_get(&node.extended_allocatable, name),
-                extended_get(&node.extended_requested, name),
-            )
-        });
-    if ok { Ok(()) } else { Err(Failure::Resources) }
+}
+
+/// NodeResourcesFit on extended resources.
+#[inline]
+fn fits_extended(pod: &PodInfo, node: &NodeInfo) -> bool {
+    pod.extended_requests.iter().all(|(name, v)| {
+        fits(
+            *v,
+            extended_get(&node.extended_allocatable, name),
+            extended_get(&node.extended_requested, name),
+        )
+    })
 }
 
 /// Every NodeResourcesFit reason for the node, in Kubernetes' order ("Too many pods", cpu,
@@ -209,6 +233,86 @@ pub fn reasons(pod: &PodInfo, node: &NodeInfo, failure: Failure) -> Vec<String> 
         Failure::NodeAffinity => one(REASON_NODE_AFFINITY),
         Failure::NodePorts => one(REASON_NODE_PORTS),
         Failure::Resources => insufficient_resources(pod, node),
+    }
+}
+
+/// The filters for one pod over many nodes, with what depends only on the pod worked out once:
+/// [`PodFilter::run`] gives exactly what [`run`] gives, from the node's [`NodeSummary`], reading
+/// the [`NodeInfo`] only for filters the summary's flags say may fail (and for a spec.nodeName,
+/// required node affinity or extended resources, which the summary does not hold).
+#[derive(Debug)]
+pub struct PodFilter<'a> {
+    pod: &'a PodInfo,
+    /// [`NodeSummary`] flags that, on a node, call for the not-Ready, NodeUnschedulable,
+    /// TaintToleration and NodePorts checks.
+    attention: u8,
+    /// spec.nodeName.
+    node_name: Option<&'a str>,
+    /// spec.nodeSelector in label ids.
+    selector: SelectorIds<'a>,
+}
+
+impl<'a> PodFilter<'a> {
+    /// Prepares the filters of `pod`, looking its nodeSelector up in `interner` (the one that
+    /// gave the summaries' label ids) with `scratch` for the ids.
+    pub fn new(
+        pod: &'a PodInfo,
+        interner: &Interner,
+        scratch: &'a mut Vec<LabelId>,
+    ) -> PodFilter<'a> {
+        let mut attention = NodeSummary::HARD_TAINTS;
+        if !pod.tolerates_not_ready {
+            attention |= NodeSummary::NOT_READY;
+        }
+        if !pod.tolerates_unschedulable {
+            attention |= NodeSummary::UNSCHEDULABLE;
+        }
+        if !pod.host_ports.is_empty() {
+            attention |= NodeSummary::USED_PORTS;
+        }
+        PodFilter {
+            pod,
+            attention,
+            node_name: pod.node_name(),
+            selector: SelectorIds::new(&pod.node_selector, interner, scratch),
+        }
+    }
+
+    /// [`run`] on the node that `summary` summarizes (with labels from the interner given to
+    /// [`PodFilter::new`]).
+    #[inline]
+    pub fn run(&self, summary: &NodeSummary, node: &NodeInfo) -> Result<(), Failure> {
+        let attention = summary.any(self.attention);
+        if attention {
+            check_ready(self.pod, node)?;
+            check_unschedulable(self.pod, node)?;
+        }
+        if let Some(name) = self.node_name
+            && name != node.name
+        {
+            return Err(Failure::NodeName);
+        }
+        if attention {
+            check_taints(self.pod, node)?;
+        }
+        if !self.selector.matches(&summary.labels) {
+            return Err(Failure::NodeAffinity);
+        }
+        if let Some(terms) = &self.pod.required_affinity
+            && !terms.iter().any(|t| t.matches(node.labels(), &node.name))
+        {
+            return Err(Failure::NodeAffinity);
+        }
+        if attention {
+            check_node_ports(self.pod, node)?;
+        }
+        let ok = fits_base(
+            &self.pod.requests,
+            summary.pod_count,
+            &summary.allocatable,
+            &summary.requested,
+        ) && (self.pod.extended_requests.is_empty() || fits_extended(self.pod, node));
+        if ok { Ok(()) } else { Err(Failure::Resources) }
     }
 }
 

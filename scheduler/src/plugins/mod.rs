@@ -3,13 +3,15 @@
 //! ([`crate::node_info::NodeInfo`]) so that checking a node is a few comparisons.
 //!
 //! [`filters`] decides whether a pod may go to a node, in Kubernetes' plugin order; [`scores`]
-//! ranks the nodes that passed.
+//! ranks the nodes that passed; [`labels`] turns node labels into integers for the selector
+//! check.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1 as api;
 
 pub mod filters;
+pub mod labels;
 pub mod scores;
 #[cfg(test)]
 pub(crate) mod testutil;

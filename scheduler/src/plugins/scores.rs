@@ -4,9 +4,10 @@
 //! [`score`] computes the weighted totals for a set of nodes; the single-plugin functions are
 //! public for tests and for anyone who wants to explain a decision.
 
-use crate::node_info::NodeInfo;
+use crate::node_info::{NodeInfo, NodeSummary};
 use crate::plugins::{selector_matches, tolerates};
 use crate::pod_info::{PodInfo, label_key};
+use crate::resources::Resources;
 
 /// The highest score a plugin gives a node.
 pub const MAX_NODE_SCORE: i64 = 100;
@@ -39,21 +40,25 @@ fn least_requested_score(requested: i64, capacity: i64) -> i64 {
 /// non-zero requests including the pod's: more room left scores higher. Resources the node does
 /// not offer are left out of the average.
 pub fn least_allocated(pod: &PodInfo, node: &NodeInfo) -> i64 {
+    least_allocated_of(
+        pod,
+        node.non_zero_requested.milli_cpu,
+        node.non_zero_requested.memory,
+        &node.allocatable,
+    )
+}
+
+/// [`least_allocated`] from the node's non-zero cpu and memory requests and its allocatable.
+#[inline]
+fn least_allocated_of(pod: &PodInfo, nz_cpu: i64, nz_memory: i64, alloc: &Resources) -> i64 {
     let mut sum = 0;
     let mut count = 0;
     for (req, alloc) in [
         (
-            node.non_zero_requested
-                .milli_cpu
-                .saturating_add(pod.non_zero.milli_cpu),
-            node.allocatable.milli_cpu,
+            nz_cpu.saturating_add(pod.non_zero.milli_cpu),
+            alloc.milli_cpu,
         ),
-        (
-            node.non_zero_requested
-                .memory
-                .saturating_add(pod.non_zero.memory),
-            node.allocatable.memory,
-        ),
+        (nz_memory.saturating_add(pod.non_zero.memory), alloc.memory),
     ] {
         if alloc == 0 {
             continue;
@@ -77,18 +82,22 @@ pub fn balanced_allocation(pod: &PodInfo, node: &NodeInfo) -> i64 {
     if !balanced_allocation_applies(pod) {
         return 0;
     }
+    balanced_allocation_of(pod, &node.requested, &node.allocatable)
+}
+
+/// [`balanced_allocation`] of a pod it applies to, from the node's requests and allocatable.
+#[inline]
+fn balanced_allocation_of(pod: &PodInfo, requested: &Resources, alloc: &Resources) -> i64 {
     let mut fractions = [0f64; 2];
     let mut n = 0;
     for (req, alloc) in [
         (
-            node.requested
-                .milli_cpu
-                .saturating_add(pod.requests.milli_cpu),
-            node.allocatable.milli_cpu,
+            requested.milli_cpu.saturating_add(pod.requests.milli_cpu),
+            alloc.milli_cpu,
         ),
         (
-            node.requested.memory.saturating_add(pod.requests.memory),
-            node.allocatable.memory,
+            requested.memory.saturating_add(pod.requests.memory),
+            alloc.memory,
         ),
     ] {
         if alloc == 0 {
@@ -260,25 +269,36 @@ pub struct ScoreBuffers {
 }
 
 /// Scores `nodes[i]` for each `i` in `which` and leaves the weighted totals in `buf.totals` (in
-/// the order of `which`). NodeAffinity without preferred terms, BalancedAllocation for pods
-/// requesting neither cpu nor memory, and spreading without a group are skipped, as Kubernetes
-/// does (they add 0).
+/// the order of `which`); `summaries[i]` is the [`NodeSummary`] of `nodes[i]`. NodeAffinity
+/// without preferred terms, BalancedAllocation for pods requesting neither cpu nor memory, and
+/// spreading without a group are skipped, as Kubernetes does (they add 0); TaintToleration when
+/// none of the nodes has a PreferNoSchedule taint adds the same to every node.
 pub fn score(
     pod: &PodInfo,
     nodes: &[NodeInfo],
+    summaries: &[NodeSummary],
     which: &[usize],
     spread: &Spread,
     buf: &mut ScoreBuffers,
 ) {
     buf.totals.clear();
-    let balanced = balanced_allocation_applies(pod);
-    for &i in which {
-        let n = &nodes[i];
-        let mut t = WEIGHT_LEAST_ALLOCATED * least_allocated(pod, n);
-        if balanced {
-            t += WEIGHT_BALANCED_ALLOCATION * balanced_allocation(pod, n);
-        }
-        buf.totals.push(t);
+    let mut prefer_no_schedule = false;
+    if balanced_allocation_applies(pod) {
+        buf.totals.extend(which.iter().map(|&i| {
+            let s = &summaries[i];
+            prefer_no_schedule |= s.any(NodeSummary::PREFER_NO_SCHEDULE_TAINTS);
+            WEIGHT_LEAST_ALLOCATED
+                * least_allocated_of(pod, s.non_zero_milli_cpu, s.non_zero_memory, &s.allocatable)
+                + WEIGHT_BALANCED_ALLOCATION
+                    * balanced_allocation_of(pod, &s.requested, &s.allocatable)
+        }));
+    } else {
+        buf.totals.extend(which.iter().map(|&i| {
+            let s = &summaries[i];
+            prefer_no_schedule |= s.any(NodeSummary::PREFER_NO_SCHEDULE_TAINTS);
+            WEIGHT_LEAST_ALLOCATED
+                * least_allocated_of(pod, s.non_zero_milli_cpu, s.non_zero_memory, &s.allocatable)
+        }));
     }
     if !pod.preferred_affinity.is_empty() {
         buf.affinity.clear();
@@ -289,16 +309,15 @@ pub fn score(
             *t += WEIGHT_NODE_AFFINITY * s;
         }
     }
-    if which
-        .iter()
-        .any(|&i| !nodes[i].prefer_no_schedule_taints.is_empty())
-    {
+    if prefer_no_schedule {
         buf.taints.clear();
-        buf.taints.extend(
-            which
-                .iter()
-                .map(|&i| untolerated_prefer_no_schedule(pod, &nodes[i])),
-        );
+        buf.taints.extend(which.iter().map(|&i| {
+            if summaries[i].any(NodeSummary::PREFER_NO_SCHEDULE_TAINTS) {
+                untolerated_prefer_no_schedule(pod, &nodes[i])
+            } else {
+                0
+            }
+        }));
         normalize(&mut buf.taints, true);
         for (t, s) in buf.totals.iter_mut().zip(&buf.taints) {
             *t += WEIGHT_TAINT_TOLERATION * s;
@@ -540,12 +559,13 @@ mod tests {
             ),
             node("n1", json!({})),
         ];
+        let summaries: Vec<NodeSummary> = nodes.iter().map(NodeSummary::new).collect();
         let p = req("p", json!({"cpu": "1", "memory": "2Gi"}));
         let mut buf = ScoreBuffers::default();
-        score(&p, &nodes, &[0, 1], &Spread::None, &mut buf);
+        score(&p, &nodes, &summaries, &[0, 1], &Spread::None, &mut buf);
         // 75 least + 100 balanced, + 3 * (0 | 100) taint.
         assert_eq!(buf.totals, vec![175, 475]);
-        score(&p, &nodes, &[1], &Spread::None, &mut buf);
+        score(&p, &nodes, &summaries, &[1], &Spread::None, &mut buf);
         assert_eq!(buf.totals, vec![475]);
     }
 }
