@@ -1,10 +1,12 @@
 //! What every Atoll component needs as a client of the API server, and nothing component-specific:
 //! a [`kube::Client`] from a kubeconfig ([`connect`]), leader election through a
 //! `coordination.k8s.io` Lease ([`leader::LeaderElection`]), core/v1 Events ([`events::Recorder`]) and
-//! the `/metrics` + `/healthz` endpoint ([`metrics::serve`]).
+//! the `/metrics` + `/healthz` endpoint ([`metrics::serve`]), and objects decoded without their
+//! managedFields ([`lean::Lean`]) for components that watch many of them.
 
 pub mod events;
 pub mod leader;
+pub mod lean;
 pub mod metrics;
 
 use std::path::Path;

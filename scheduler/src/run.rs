@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use atoll_client::events::{EventType, Recorder};
 use atoll_client::leader::{LeaderElection, LeaseConfig};
+use atoll_client::lean::Lean;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -83,10 +84,11 @@ pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
 }
 
 /// What the watches report.
+/// Objects are decoded without their managedFields, which the scheduler never reads.
 enum Update {
-    Pod(Box<watcher::Event<Pod>>),
-    Node(Box<watcher::Event<Node>>),
-    Service(Box<watcher::Event<Service>>),
+    Pod(Box<watcher::Event<Lean<Pod>>>),
+    Node(Box<watcher::Event<Lean<Node>>>),
+    Service(Box<watcher::Event<Lean<Service>>>),
 }
 
 /// The result of a binding write.
@@ -132,18 +134,18 @@ async fn schedule(
     let pods = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
     let watches = [
         forward(
-            Api::<Node>::all(client.clone()),
+            Api::<Lean<Node>>::all(client.clone()),
             watcher::Config::default(),
             tx.clone(),
             |e| Update::Node(Box::new(e)),
         ),
         forward(
-            Api::<Service>::all(client.clone()),
+            Api::<Lean<Service>>::all(client.clone()),
             watcher::Config::default(),
             tx.clone(),
             |e| Update::Service(Box::new(e)),
         ),
-        forward(Api::<Pod>::all(client.clone()), pods, tx, |e| {
+        forward(Api::<Lean<Pod>>::all(client.clone()), pods, tx, |e| {
             Update::Pod(Box::new(e))
         }),
     ];
@@ -287,8 +289,8 @@ impl Scheduler {
         match u {
             Update::Pod(e) => match *e {
                 watcher::Event::Init => self.known_pods.relist(),
-                watcher::Event::InitApply(p) | watcher::Event::Apply(p) => self.pod_seen(p),
-                watcher::Event::Delete(p) => self.pod_gone(&pod_key(&p)),
+                watcher::Event::InitApply(p) | watcher::Event::Apply(p) => self.pod_seen(p.0),
+                watcher::Event::Delete(p) => self.pod_gone(&pod_key(&p.0)),
                 watcher::Event::InitDone => {
                     for key in self.known_pods.relisted() {
                         self.pod_gone(&key);
@@ -299,7 +301,7 @@ impl Scheduler {
                 watcher::Event::Init => self.known_nodes.relist(),
                 watcher::Event::InitApply(n) | watcher::Event::Apply(n) => {
                     self.known_nodes.seen(&n.name_any());
-                    self.cache.upsert_node(Arc::new(n));
+                    self.cache.upsert_node(Arc::new(n.0));
                     self.queue.cluster_changed(Instant::now());
                 }
                 watcher::Event::Delete(n) => self.node_gone(&n.name_any()),
@@ -312,10 +314,10 @@ impl Scheduler {
             Update::Service(e) => match *e {
                 watcher::Event::Init => self.known_services.relist(),
                 watcher::Event::InitApply(svc) | watcher::Event::Apply(svc) => {
-                    self.known_services.seen(&service_key(&svc));
-                    self.cache.upsert_service(Arc::new(svc));
+                    self.known_services.seen(&service_key(&svc.0));
+                    self.cache.upsert_service(Arc::new(svc.0));
                 }
-                watcher::Event::Delete(svc) => self.service_gone(&service_key(&svc)),
+                watcher::Event::Delete(svc) => self.service_gone(&service_key(&svc.0)),
                 watcher::Event::InitDone => {
                     for key in self.known_services.relisted() {
                         self.service_gone(&key);
