@@ -11,7 +11,7 @@
 //! 3. the in-process decision rate: the scheduler's cache with N nodes deciding and assuming M pods
 //!    on one core, without I/O.
 //!
-//! Run: `cargo run --release -p atoll-bench --bin sched-bench [-- --quick | --decisions-only]`.
+//! Run: `cargo run --release -p atoll-bench --bin sched-bench [-- --quick | --decisions-only | --size NODES/PODS]`.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -168,7 +168,19 @@ async fn main() {
         }
         return;
     }
-    let sizes: &[(usize, usize)] = if quick {
+    // `--size NODES/PODS` runs one size instead of the standard two.
+    let args: Vec<String> = std::env::args().collect();
+    let custom: Vec<(usize, usize)> = args
+        .windows(2)
+        .filter(|w| w[0] == "--size")
+        .filter_map(|w| {
+            let (n, p) = w[1].split_once('/')?;
+            Some((n.parse().ok()?, p.parse().ok()?))
+        })
+        .collect();
+    let sizes: &[(usize, usize)] = if !custom.is_empty() {
+        &custom
+    } else if quick {
         &[(100, 1000)]
     } else {
         &[(500, 5000), (5000, 30_000)]
@@ -224,11 +236,19 @@ async fn main() {
             );
         let deadline = Instant::now() + Duration::from_secs(600);
         let mut created_at = None;
+        // Bindings per 5 s, to see whether the rate holds as the store grows.
+        let mut progress = (Instant::now(), 0u64, vec![]);
         loop {
             if created_at.is_none() && creating.is_finished() {
                 created_at = Some(start.elapsed());
             }
-            if scheduler.bound().await >= (pods + 1) as u64 {
+            let bound = scheduler.bound().await;
+            if progress.0.elapsed() >= Duration::from_secs(5) {
+                let rate = (bound - progress.1) as f64 / progress.0.elapsed().as_secs_f64();
+                progress.2.push(format!("{rate:.0}"));
+                progress = (Instant::now(), bound, progress.2);
+            }
+            if bound >= (pods + 1) as u64 {
                 break;
             }
             assert!(
@@ -250,6 +270,7 @@ async fn main() {
             cpu_per_pod(3)
         );
         let create_rate = creating.await.expect("creates");
+        let per_5s = progress.2.join(" ");
         let end_to_end = pods as f64 / elapsed.as_secs_f64();
         // Every pod is bound, once: the API agrees with the scheduler's count.
         let list = http.get("/api/v1/namespaces/bench/pods").await.json();
@@ -265,7 +286,7 @@ async fn main() {
         let target = allowed.min(1000.0) * if allowed < 1000.0 { 0.8 } else { 1.0 };
         println!(
             "{nodes} nodes / {pods} pods: end to end {end_to_end:.0} pods/s ({:.1} s; creates alone {create_rate:.0}/s, done after {:.1} s); \
-             etcd ceiling {ceiling:.0} puts/s → {allowed:.0} pods/s at create+bind; target {target:.0} pods/s, ratio {:.2}; nodes created at {node_rate:.0}/s; {cpu}",
+             etcd ceiling {ceiling:.0} puts/s → {allowed:.0} pods/s at create+bind; target {target:.0} pods/s, ratio {:.2}; nodes created at {node_rate:.0}/s; {cpu}; pods/s per 5 s: {per_5s}",
             elapsed.as_secs_f64(),
             created_at.unwrap_or(elapsed).as_secs_f64(),
             end_to_end / target,
