@@ -63,43 +63,66 @@ impl Etcd {
         Self::start_in(dir)
     }
 
+    /// Starts etcd in `dir`. A port picked free can be taken by another test before etcd binds it;
+    /// etcd then exits, and it is started again on other ports.
     fn start_in(dir: tempfile::TempDir) -> Etcd {
-        let (client, peer) = (free_port(), free_port());
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log file");
-        let child = Command::new("etcd")
-            .args(["--name", "test", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-            ])
-            .args(["--initial-cluster", &format!("test={peer_url}")])
-            .args(["--quota-backend-bytes", "4294967296"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("etcd must be installed (deploy/install-deps installs etcd-server)");
-        let etcd = Etcd { child, url, dir };
-        let health = format!("{}/health", etcd.url);
-        wait_until("etcd to answer", Duration::from_secs(30), || {
-            Command::new("curl")
-                .args(["-sf", "--max-time", "1", &health])
+        for attempt in 0..5 {
+            let (client, peer) = (free_port(), free_port());
+            let url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let log_path = dir.path().join("etcd.log");
+            let log = std::fs::File::create(&log_path).expect("etcd log file");
+            let mut child = Command::new("etcd")
+                .args(["--name", "test", "--data-dir"])
+                .arg(dir.path().join(format!("data-{attempt}")))
+                .args([
+                    "--listen-client-urls",
+                    &url,
+                    "--advertise-client-urls",
+                    &url,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer_url,
+                    "--initial-advertise-peer-urls",
+                    &peer_url,
+                ])
+                .args(["--initial-cluster", &format!("test={peer_url}")])
+                .args(["--quota-backend-bytes", "4294967296"])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-        etcd
+                .stderr(log)
+                .spawn()
+                .expect("etcd must be installed (deploy/install-deps installs etcd-server)");
+            let health = format!("{url}/health");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // exited (a port was taken): try other ports
+                }
+                let up = Command::new("curl")
+                    .args(["-sf", "--max-time", "1", &health])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if up {
+                    return Etcd { child, url, dir };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    panic!(
+                        "etcd did not answer within 60 s; its log ends:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let log = std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default();
+        panic!("etcd exited five times on fresh ports; its last log:\n{log}");
     }
 
     /// The etcd process id.
