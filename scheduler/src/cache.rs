@@ -6,19 +6,20 @@
 //! binding is in flight. Each pod key is counted at most once.
 //!
 //! Next to each node the cache keeps its [`NodeSummary`] (what a search reads for every node,
-//! contiguous in memory) with the node's labels as ids of the cache's label [`Interner`].
+//! contiguous in memory), whose labels are ids in the cache's [`NodeLabels`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use rand::Rng;
 
-use crate::node_info::{NodeInfo, NodeSummary};
+use crate::node_info::{KeyHasher, NodeInfo, NodeSummary};
 use crate::plugins::filters::{self, Failure, PodFilter};
-use crate::plugins::labels::{Interner, LabelId};
-use crate::plugins::scores::{self, ScoreBuffers, Spread};
+use crate::plugins::labels::{LabelId, NodeLabels};
+use crate::plugins::scores::{self, ScoreBuffers, ScoreShape, Spread};
 use crate::pod_info::{NO_LABELS, PodInfo, pod_key};
 
 /// Below this many nodes every node is considered; also the least number of feasible nodes
@@ -76,6 +77,54 @@ impl fmt::Display for FitError {
 
 impl std::error::Error for FitError {}
 
+/// Counts per node index.
+type NodeCounts = HashMap<u32, u32, BuildHasherDefault<IndexHasher>>;
+
+/// A hasher for node indices: a multiplication, so that consecutive indices spread over a hash
+/// table's buckets and its tag bits.
+#[derive(Default)]
+struct IndexHasher(u64);
+
+impl Hasher for IndexHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u32 keys; kept correct for anything else.
+        for b in bytes {
+            self.write_u32(u32::from(*b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Adds `delta` (±1) to the count of `pod`'s controller on node `i`, if the pod counts for
+/// spreading (has a controller and is not being deleted); counts reaching 0 are dropped.
+fn add_controller_count(
+    counts: &mut HashMap<u64, NodeCounts, BuildHasherDefault<KeyHasher>>,
+    pod: &PodInfo,
+    i: usize,
+    delta: i32,
+) {
+    let Some(key) = pod.controller_key.filter(|_| !pod.terminating) else {
+        return;
+    };
+    let i = u32::try_from(i).expect("fewer than 2^32 nodes");
+    let by_node = counts.entry(key).or_default();
+    let count = by_node.entry(i).or_insert(0);
+    *count = count.saturating_add_signed(delta);
+    if *count == 0 {
+        by_node.remove(&i);
+        if by_node.is_empty() {
+            counts.remove(&key);
+        }
+    }
+}
+
 /// A counted pod: where, and whether only assumed.
 #[derive(Clone, Debug)]
 struct PodEntry {
@@ -91,8 +140,13 @@ pub struct Cache {
     nodes: Vec<NodeInfo>,
     /// The summary of each node, same order as `nodes`.
     summaries: Vec<NodeSummary>,
-    /// The label keys and values of the nodes, interned (one reference per node label).
-    labels: Interner,
+    /// The labels of the nodes, as ids.
+    labels: NodeLabels,
+    /// Controller key ([`crate::pod_info::uid_key`]) → node index → number of counted, not
+    /// terminating pods of that controller there: the nodes' own
+    /// [`NodeInfo::controller_count_by_key`], arranged so that scoring reads one small table for
+    /// all the nodes it scores rather than a table per node.
+    controllers: HashMap<u64, NodeCounts, BuildHasherDefault<KeyHasher>>,
     /// Node name → index in `nodes`.
     index: HashMap<String, usize>,
     /// Every counted pod (bound per the API or assumed), by key.
@@ -111,6 +165,8 @@ pub struct Cache {
     scores: ScoreBuffers,
     /// Scratch: the label ids of the nodeSelector of the pod being scheduled.
     selector: Vec<LabelId>,
+    /// The score shape of the last pod scored (a new one, with a new key, for each new shape).
+    shape: Option<ScoreShape>,
 }
 
 /// The pod's node per the API, if it is bound and not terminated (so counted).
@@ -143,26 +199,26 @@ impl Cache {
             self.nodes[i].set_node(node);
             let (info, summary) = (&self.nodes[i], &mut self.summaries[i]);
             let old_labels = old.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
-            if info.labels() != old_labels {
-                // Take the new references before giving back the old ones, so labels that stay
-                // keep their ids.
-                summary.labels = self.labels.acquire_labels(info.labels());
-                self.labels.release_labels(old_labels);
-            }
+            summary.labels = self
+                .labels
+                .replace(summary.labels, old_labels, info.labels());
             summary.refresh(info);
+            self.compact_labels();
             return;
         }
         let mut info = NodeInfo::new(node);
+        let i = self.nodes.len();
         if let Some(keys) = self.waiting.remove(&name) {
             for key in keys {
                 if let Some(entry) = self.pods.get(&key) {
                     info.add_uncounted_pod(entry.info.clone());
+                    add_controller_count(&mut self.controllers, &entry.info, i, 1);
                 }
             }
         }
         let mut summary = NodeSummary::new(&info);
-        summary.labels = self.labels.acquire_labels(info.labels());
-        self.index.insert(name, self.nodes.len());
+        summary.labels = self.labels.add(info.labels());
+        self.index.insert(name, i);
         self.nodes.push(info);
         self.summaries.push(summary);
     }
@@ -173,10 +229,20 @@ impl Cache {
             return;
         };
         let info = self.nodes.swap_remove(i);
-        self.summaries.swap_remove(i);
-        self.labels.release_labels(info.labels());
+        let summary = self.summaries.swap_remove(i);
+        self.labels.remove(summary.labels, info.labels());
+        self.compact_labels();
+        for p in info.pods() {
+            add_controller_count(&mut self.controllers, p, i, -1);
+        }
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.name.clone(), i);
+            // It was the last node.
+            let from = self.nodes.len();
+            for p in moved.pods() {
+                add_controller_count(&mut self.controllers, p, from, -1);
+                add_controller_count(&mut self.controllers, p, i, 1);
+            }
         }
         if info.pod_count() > 0 {
             let waiting = self.waiting.entry(name.to_string()).or_default();
@@ -341,12 +407,32 @@ impl Cache {
                 .into_iter()
                 .flat_map(|by_name| by_name.values().map(Vec::as_slice)),
         );
+        // Consecutive pods of one shape (replicas of one template) reuse the scores remembered
+        // on the nodes that did not change.
+        let shape = ScoreShape::next(self.shape.take(), pod, spread);
+        let shape = self.shape.insert(shape);
+        let nodes = &self.nodes;
+        let by_node = match shape.spread {
+            Spread::Controller(key) => Some(self.controllers.get(&key)),
+            _ => None,
+        };
+        let spread_count = |i: usize| match by_node {
+            Some(by_node) => {
+                let count = u32::try_from(i)
+                    .ok()
+                    .and_then(|i| by_node?.get(&i).copied())
+                    .unwrap_or(0);
+                i64::from(count)
+            }
+            None => shape.spread.count(&nodes[i]),
+        };
         scores::score(
             pod,
-            &self.nodes,
-            &self.summaries,
+            shape,
+            nodes,
+            &mut self.summaries,
             &self.feasible,
-            &spread,
+            spread_count,
             &mut self.scores,
         );
 
@@ -374,7 +460,18 @@ impl Cache {
     fn filter_node(&self, pod: &PodInfo, name: &str) -> Option<Result<(), Failure>> {
         let i = *self.index.get(name)?;
         let mut scratch = Vec::new();
-        Some(PodFilter::new(pod, &self.labels, &mut scratch).run(&self.summaries[i], &self.nodes[i]))
+        Some(
+            PodFilter::new(pod, &self.labels, &mut scratch).run(&self.summaries[i], &self.nodes[i]),
+        )
+    }
+
+    /// Compacts the node labels when replaced and removed nodes left much garbage, keeping each
+    /// node's labels in the order of the nodes.
+    fn compact_labels(&mut self) {
+        if self.labels.needs_compaction() {
+            self.labels
+                .compact(self.summaries.iter_mut().map(|s| &mut s.labels));
+        }
     }
 
     /// The reasons of the failed search just run.
@@ -396,6 +493,7 @@ impl Cache {
         let key = info.key.clone();
         match self.index.get(&node) {
             Some(&i) => {
+                add_controller_count(&mut self.controllers, &info, i, 1);
                 self.nodes[i].add_uncounted_pod(info.clone());
                 self.summaries[i].refresh(&self.nodes[i]);
             }
@@ -423,7 +521,9 @@ impl Cache {
         };
         match self.index.get(&entry.node) {
             Some(&i) => {
-                self.nodes[i].remove_counted_pod(&entry.info);
+                if self.nodes[i].remove_counted_pod(&entry.info) {
+                    add_controller_count(&mut self.controllers, &entry.info, i, -1);
+                }
                 self.summaries[i].refresh(&self.nodes[i]);
             }
             None => {
@@ -486,14 +586,29 @@ mod tests {
             assert_eq!(n.non_zero_requested, nz, "node {}", n.name);
             // The summary is up to date, its labels are the node's.
             let mut expect = NodeSummary::new(n);
+            let summary = &c.summaries[i];
+            expect.labels = summary.labels;
+            expect.memo = summary.memo;
+            assert_eq!(*summary, expect, "node {}", n.name);
+            // Remembered scores under the current key are what they would be now.
+            if let Some(shape) = &c.shape
+                && summary.memo.key == Some(shape.key())
+            {
+                let count = shape.spread.count(n);
+                assert_eq!(summary.memo, shape.memo(summary, count), "node {}", n.name);
+            }
             let mut ids: Vec<LabelId> = n
                 .labels()
                 .iter()
-                .map(|(k, v)| c.labels.label(k, v).expect("node label interned"))
+                .map(|(k, v)| {
+                    c.labels
+                        .interner()
+                        .label(k, v)
+                        .expect("node label interned")
+                })
                 .collect();
             ids.sort_unstable();
-            expect.labels = ids.into();
-            assert_eq!(c.summaries[i], expect, "node {}", n.name);
+            assert_eq!(c.labels.get(c.summaries[i].labels), ids, "node {}", n.name);
         }
         // The interner holds one reference per use of a string as a key or value of a node
         // label, and nothing else.
@@ -505,9 +620,9 @@ mod tests {
             }
         }
         for (s, count) in &uses {
-            assert_eq!(c.labels.refs(s), *count, "{s}");
+            assert_eq!(c.labels.interner().refs(s), *count, "{s}");
         }
-        assert_eq!(c.labels.len(), uses.len());
+        assert_eq!(c.labels.interner().len(), uses.len());
         assert_eq!(c.summaries.len(), c.nodes.len());
         for (node, keys) in &c.waiting {
             assert!(!c.index.contains_key(node));
@@ -519,6 +634,26 @@ mod tests {
         }
         assert_eq!(seen.len(), c.pods.len());
         assert_eq!(c.index.len(), c.nodes.len());
+        // The controller index holds exactly the nodes' controller counts.
+        let mut controllers: BTreeMap<(u64, u32), u32> = BTreeMap::new();
+        for (i, n) in c.nodes.iter().enumerate() {
+            for p in n.pods() {
+                if let Some(k) = p.controller_key
+                    && !p.terminating
+                {
+                    *controllers.entry((k, i as u32)).or_default() += 1;
+                }
+            }
+        }
+        let indexed: BTreeMap<(u64, u32), u32> = c
+            .controllers
+            .iter()
+            .flat_map(|(k, by_node)| by_node.iter().map(move |(i, n)| ((*k, *i), *n)))
+            .collect();
+        assert_eq!(indexed, controllers);
+        for ((k, i), count) in &controllers {
+            assert_eq!(c.nodes[*i as usize].controller_count_by_key(*k), *count);
+        }
     }
 
     #[test]
@@ -771,12 +906,17 @@ mod tests {
     fn selector_follows_node_label_changes() {
         let mut c = Cache::new();
         let mut rng = StdRng::seed_from_u64(11);
-        let labelled = |name: &str, labels: Value| Arc::new(node_obj(name, json!({"metadata": {"labels": labels}})));
+        let labelled = |name: &str, labels: Value| {
+            Arc::new(node_obj(name, json!({"metadata": {"labels": labels}})))
+        };
         c.upsert_node(labelled("a", json!({"disk": "ssd", "zone": "z1"})));
         c.upsert_node(labelled("b", json!({"disk": "hdd", "zone": "z1"})));
         check_consistency(&c);
         let ssd = info("p", json!({"spec": {"nodeSelector": {"disk": "ssd"}}}));
-        let z2 = info("q", json!({"spec": {"nodeSelector": {"zone": "z2", "disk": "hdd"}}}));
+        let z2 = info(
+            "q",
+            json!({"spec": {"nodeSelector": {"zone": "z2", "disk": "hdd"}}}),
+        );
         for _ in 0..10 {
             assert_eq!(c.schedule(&ssd, &mut rng).unwrap(), "a");
         }
@@ -789,13 +929,13 @@ mod tests {
         c.upsert_node(labelled("a", json!({"disk": "hdd", "zone": "z2"})));
         c.upsert_node(labelled("b", json!({"disk": "ssd"})));
         check_consistency(&c);
-        assert_eq!(c.labels.refs("z1"), 0);
+        assert_eq!(c.labels.interner().refs("z1"), 0);
         for _ in 0..10 {
             assert_eq!(c.schedule(&ssd, &mut rng).unwrap(), "b");
             assert_eq!(c.schedule(&z2, &mut rng).unwrap(), "a");
         }
-        // A string freed by one node and new on another gets a reused id; the old meaning is
-        // gone.
+        // Strings freed by one node and interned again for another (freed ids are reused):
+        // only the current labels count.
         c.upsert_node(labelled("a", json!({"disk": "hdd", "zone": "z3"})));
         c.upsert_node(labelled("c", json!({"rack": "r1", "zone": "z2"})));
         check_consistency(&c);
@@ -805,10 +945,48 @@ mod tests {
             c.remove_node(n);
             check_consistency(&c);
         }
-        assert!(c.labels.is_empty());
+        assert!(c.labels.interner().is_empty());
         c.upsert_node(labelled("b", json!({"disk": "ssd"})));
         assert_eq!(c.schedule(&ssd, &mut rng).unwrap(), "b");
         check_consistency(&c);
+    }
+
+    #[test]
+    fn node_labels_are_compacted() {
+        let mut c = Cache::new();
+        let mut rng = StdRng::seed_from_u64(12);
+        let labelled = |i: usize, round: usize| {
+            let zone = ["a", "b"][(i + round) % 2];
+            Arc::new(node_obj(
+                &format!("n{i}"),
+                json!({"metadata": {"labels": {"host": format!("n{i}"), "round": round.to_string(),
+                                               "zone": zone}}}),
+            ))
+        };
+        for i in 0..300 {
+            c.upsert_node(labelled(i, 0));
+        }
+        let mut most = 0;
+        for round in 1..=20 {
+            for i in 0..300 {
+                c.upsert_node(labelled(i, round));
+            }
+            most = most.max(c.labels.stored());
+            check_consistency(&c);
+            let now = info(
+                "p",
+                json!({"spec": {"nodeSelector": {"round": round.to_string(), "zone": "a"}}}),
+            );
+            let n = c.schedule(&now, &mut rng).unwrap();
+            assert_eq!(c.node(&n).unwrap().labels()["zone"], "a");
+            let before = info(
+                "q",
+                json!({"spec": {"nodeSelector": {"round": (round - 1).to_string()}}}),
+            );
+            assert!(c.schedule(&before, &mut rng).is_err());
+        }
+        // 900 live ids; replaced lists are dropped once garbage passes 4096 ids and half of all.
+        assert!(most <= 900 + 4096 + 900, "{most} ids stored");
     }
 
     #[test]
@@ -1107,8 +1285,15 @@ mod tests {
             0 => spec["nodeSelector"] = json!({"zone": pick(rng, &["a", "b", "c"])}),
             1 => spec["nodeSelector"] = json!({"disk": "ssd"}),
             2 => {
-                spec["nodeSelector"] =
-                    pick(rng, &[json!({"zone": "a", "disk": "ssd"}), json!({"ssd": "disk"}), json!({"a": "zone"})]).clone()
+                spec["nodeSelector"] = pick(
+                    rng,
+                    &[
+                        json!({"zone": "a", "disk": "ssd"}),
+                        json!({"ssd": "disk"}),
+                        json!({"a": "zone"}),
+                    ],
+                )
+                .clone()
             }
             _ => {}
         }

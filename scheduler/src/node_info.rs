@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 
-use crate::plugins::labels::LabelId;
+use crate::plugins::labels::LabelSpan;
 use crate::plugins::{Taint, TaintEffect};
 use crate::pod_info::{HostPort, NO_LABELS, PodInfo, uid_key};
 use crate::resources::{
@@ -57,7 +58,7 @@ fn decrement(counts: &mut HashMap<u64, u32, BuildHasherDefault<KeyHasher>>, key:
 
 /// A hasher for keys that are already well-mixed 64-bit hashes ([`uid_key`]).
 #[derive(Default)]
-struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
@@ -134,7 +135,11 @@ impl NodeInfo {
 
     /// Counts `pod`, which the caller knows is not counted here (no pod with its key).
     pub(crate) fn add_uncounted_pod(&mut self, pod: Arc<PodInfo>) {
-        debug_assert!(self.pods.iter().all(|p| p.key != pod.key), "{} twice", pod.key);
+        debug_assert!(
+            self.pods.iter().all(|p| p.key != pod.key),
+            "{} twice",
+            pod.key
+        );
         self.requested.add(&pod.requests);
         self.non_zero_requested.add(&pod.non_zero);
         for (name, v) in &pod.extended_requests {
@@ -241,25 +246,50 @@ impl NodeInfo {
 /// by the [`crate::cache::Cache`] (one per node, in the order of its nodes), so that checking a
 /// node touches a cache line or two instead of the whole [`NodeInfo`] and its label map.
 ///
-/// Derived from the [`NodeInfo`] ([`NodeSummary::refresh`] after every change to it), except
-/// `labels`, which the cache sets from its [`crate::plugins::labels::Interner`] when the node
-/// object changes. Filters that the flags say may fail read the [`NodeInfo`] itself.
+/// The first 64 bytes hold what filtering and remembered scores read; the second what computing
+/// the resource scores reads. Derived from the [`NodeInfo`] ([`NodeSummary::refresh`] after every
+/// change to it), except `labels`, which the cache sets when the node's labels change. Filters
+/// that the flags say may fail read the [`NodeInfo`] itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[repr(C, align(64))]
 pub struct NodeSummary {
-    /// [`NodeInfo::allocatable`].
-    pub allocatable: Resources,
-    /// [`NodeInfo::requested`].
-    pub requested: Resources,
-    /// cpu of [`NodeInfo::non_zero_requested`].
-    pub non_zero_milli_cpu: i64,
-    /// memory of [`NodeInfo::non_zero_requested`].
-    pub non_zero_memory: i64,
-    /// [`NodeInfo::pod_count`].
-    pub pod_count: i64,
-    /// [`NodeSummary::NOT_READY`], [`NodeSummary::UNSCHEDULABLE`], ... ORed.
+    /// [`NodeSummary::NOT_READY`], [`NodeSummary::FULL`], ... ORed.
     pub flags: u8,
-    /// The node's labels as sorted ids (empty until the cache sets them).
-    pub labels: Box<[LabelId]>,
+    /// Where the node's label ids are in the cache's [`crate::plugins::labels::NodeLabels`]
+    /// (empty until the cache sets it).
+    pub labels: LabelSpan,
+    /// Allocatable cpu minus requested (saturating), in millicores.
+    pub free_milli_cpu: i64,
+    /// Allocatable memory minus requested (saturating), in bytes.
+    pub free_memory: i64,
+    /// Allocatable ephemeral storage minus requested (saturating), in bytes.
+    pub free_ephemeral_storage: i64,
+    /// Scores remembered by [`crate::plugins::scores::score`]; forgotten by every refresh.
+    pub memo: ScoreMemo,
+    /// Allocatable cpu.
+    pub allocatable_milli_cpu: i64,
+    /// Allocatable memory.
+    pub allocatable_memory: i64,
+    /// Requested cpu ([`NodeInfo::requested`]).
+    pub requested_milli_cpu: i64,
+    /// Requested memory ([`NodeInfo::requested`]).
+    pub requested_memory: i64,
+    /// Requested cpu with scoring defaults ([`NodeInfo::non_zero_requested`]).
+    pub non_zero_milli_cpu: i64,
+    /// Requested memory with scoring defaults ([`NodeInfo::non_zero_requested`]).
+    pub non_zero_memory: i64,
+}
+
+/// Scores of a node remembered for pods of one [`crate::plugins::scores::ScoreShape`], named by
+/// `key`, while the node does not change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScoreMemo {
+    /// The key of the shape the scores are for; None when nothing is remembered.
+    pub key: Option<NonZeroU64>,
+    /// Weighted LeastAllocated plus BalancedAllocation.
+    pub resources: i64,
+    /// The count of the spreading group's pods on the node.
+    pub spread: i64,
 }
 
 impl NodeSummary {
@@ -273,6 +303,8 @@ impl NodeSummary {
     pub const USED_PORTS: u8 = 1 << 3;
     /// The node has PreferNoSchedule taints.
     pub const PREFER_NO_SCHEDULE_TAINTS: u8 = 1 << 4;
+    /// The node has no room for another pod (as many pods as allocatable pods, or more).
+    pub const FULL: u8 = 1 << 5;
 
     /// The summary of `node`, without labels.
     pub fn new(node: &NodeInfo) -> NodeSummary {
@@ -281,13 +313,22 @@ impl NodeSummary {
         s
     }
 
-    /// Recomputes everything but `labels` from `node`.
+    /// Recomputes everything but `labels` from `node`, and forgets the remembered scores.
     pub fn refresh(&mut self, node: &NodeInfo) {
-        self.allocatable = node.allocatable;
-        self.requested = node.requested;
+        let (alloc, req) = (&node.allocatable, &node.requested);
+        self.free_milli_cpu = alloc.milli_cpu.saturating_sub(req.milli_cpu);
+        self.free_memory = alloc.memory.saturating_sub(req.memory);
+        self.free_ephemeral_storage = alloc
+            .ephemeral_storage
+            .saturating_sub(req.ephemeral_storage);
+        self.memo = ScoreMemo::default();
+        self.allocatable_milli_cpu = alloc.milli_cpu;
+        self.allocatable_memory = alloc.memory;
+        self.requested_milli_cpu = req.milli_cpu;
+        self.requested_memory = req.memory;
         self.non_zero_milli_cpu = node.non_zero_requested.milli_cpu;
         self.non_zero_memory = node.non_zero_requested.memory;
-        self.pod_count = i64::try_from(node.pod_count()).unwrap_or(i64::MAX);
+        let full = (node.pod_count() as i64) >= alloc.pods;
         let flag = |on: bool, f: u8| if on { f } else { 0 };
         self.flags = flag(!node.ready, Self::NOT_READY)
             | flag(node.unschedulable, Self::UNSCHEDULABLE)
@@ -296,7 +337,8 @@ impl NodeSummary {
             | flag(
                 !node.prefer_no_schedule_taints.is_empty(),
                 Self::PREFER_NO_SCHEDULE_TAINTS,
-            );
+            )
+            | flag(full, Self::FULL);
     }
 
     /// Whether any of `flags` is set.
@@ -343,6 +385,34 @@ mod tests {
         }))
         .unwrap();
         assert!(!NodeInfo::new(Arc::new(n)).ready);
+    }
+
+    #[test]
+    fn summarizes() {
+        let n: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "spec": {"taints": [{"key": "b", "effect": "PreferNoSchedule"}]},
+            "status": {"allocatable": {"cpu": "2", "memory": "1Gi", "pods": "1"}},
+        }))
+        .unwrap();
+        let mut info = NodeInfo::new(Arc::new(n));
+        let s = NodeSummary::new(&info);
+        assert_eq!(std::mem::size_of::<NodeSummary>(), 128);
+        // Filtering and remembered scores read the first cache line only.
+        assert_eq!(std::mem::offset_of!(NodeSummary, allocatable_milli_cpu), 64);
+        assert_eq!(
+            s.flags,
+            NodeSummary::NOT_READY | NodeSummary::PREFER_NO_SCHEDULE_TAINTS
+        );
+        assert_eq!((s.free_milli_cpu, s.free_memory), (2000, 1 << 30));
+        info.add_pod(pod(json!({
+            "metadata": {"name": "a", "namespace": "ns"},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]},
+        })));
+        let s = NodeSummary::new(&info);
+        assert!(s.any(NodeSummary::FULL));
+        assert_eq!((s.free_milli_cpu, s.requested_milli_cpu), (-1000, 3000));
+        assert_eq!((s.non_zero_milli_cpu, s.non_zero_memory), (3000, 200 << 20));
     }
 
     #[test]

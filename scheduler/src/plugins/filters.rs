@@ -9,7 +9,7 @@
 //! [`NodeSummary`], reading the [`NodeInfo`] only where the summary says a filter may fail.
 
 use crate::node_info::{NodeInfo, NodeSummary};
-use crate::plugins::labels::{Interner, LabelId, SelectorIds};
+use crate::plugins::labels::{LabelId, NodeLabels, SelectorIds};
 use crate::plugins::{selector_matches, tolerates};
 use crate::pod_info::PodInfo;
 use crate::resources::{Resources, extended_get};
@@ -250,14 +250,16 @@ pub struct PodFilter<'a> {
     node_name: Option<&'a str>,
     /// spec.nodeSelector in label ids.
     selector: SelectorIds<'a>,
+    /// The node labels the summaries' spans point into.
+    labels: &'a NodeLabels,
 }
 
 impl<'a> PodFilter<'a> {
-    /// Prepares the filters of `pod`, looking its nodeSelector up in `interner` (the one that
-    /// gave the summaries' label ids) with `scratch` for the ids.
+    /// Prepares the filters of `pod` for nodes whose summaries' labels are in `labels`, looking
+    /// the pod's nodeSelector up there with `scratch` for the ids.
     pub fn new(
         pod: &'a PodInfo,
-        interner: &Interner,
+        labels: &'a NodeLabels,
         scratch: &'a mut Vec<LabelId>,
     ) -> PodFilter<'a> {
         let mut attention = NodeSummary::HARD_TAINTS;
@@ -274,12 +276,13 @@ impl<'a> PodFilter<'a> {
             pod,
             attention,
             node_name: pod.node_name(),
-            selector: SelectorIds::new(&pod.node_selector, interner, scratch),
+            selector: SelectorIds::new(&pod.node_selector, labels.interner(), scratch),
+            labels,
         }
     }
 
-    /// [`run`] on the node that `summary` summarizes (with labels from the interner given to
-    /// [`PodFilter::new`]).
+    /// [`run`] on the node that `summary` summarizes (with its labels in the [`NodeLabels`] given
+    /// to [`PodFilter::new`]).
     #[inline]
     pub fn run(&self, summary: &NodeSummary, node: &NodeInfo) -> Result<(), Failure> {
         let attention = summary.any(self.attention);
@@ -295,7 +298,7 @@ impl<'a> PodFilter<'a> {
         if attention {
             check_taints(self.pod, node)?;
         }
-        if !self.selector.matches(&summary.labels) {
+        if !self.selector.matches(self.labels.get(summary.labels)) {
             return Err(Failure::NodeAffinity);
         }
         if let Some(terms) = &self.pod.required_affinity
@@ -306,12 +309,13 @@ impl<'a> PodFilter<'a> {
         if attention {
             check_node_ports(self.pod, node)?;
         }
-        let ok = fits_base(
-            &self.pod.requests,
-            summary.pod_count,
-            &summary.allocatable,
-            &summary.requested,
-        ) && (self.pod.extended_requests.is_empty() || fits_extended(self.pod, node));
+        let r = &self.pod.requests;
+        let free = |req: i64, free: i64| req <= 0 || req <= free;
+        let ok = !summary.any(NodeSummary::FULL)
+            && free(r.milli_cpu, summary.free_milli_cpu)
+            && free(r.memory, summary.free_memory)
+            && free(r.ephemeral_storage, summary.free_ephemeral_storage)
+            && (self.pod.extended_requests.is_empty() || fits_extended(self.pod, node));
         if ok { Ok(()) } else { Err(Failure::Resources) }
     }
 }
@@ -597,6 +601,64 @@ mod tests {
         );
         n.remove_pod("ns/c");
         assert!(run(&req("d", json!({"cpu": "0"})), &n).is_ok());
+    }
+
+    #[test]
+    fn pod_filter_agrees_with_run() {
+        let mut nodes = [
+            node(
+                "a",
+                json!({"metadata": {"labels": {"zone": "a", "disk": "ssd"}}}),
+            ),
+            node(
+                "b",
+                json!({"metadata": {"labels": {"zone": "b"}}, "spec": {"unschedulable": true}}),
+            ),
+            node("c", json!({"status": {"conditions": []}})),
+            node(
+                "d",
+                json!({"spec": {"taints": [{"key": "t", "effect": "NoSchedule"}]},
+                       "status": {"allocatable": {"cpu": "1", "pods": "1", "example.com/gpu": "1"}}}),
+            ),
+            node("e", json!({"status": {"allocatable": {"pods": "1"}}})),
+        ];
+        nodes[4].add_pod(Arc::new(pod(
+            "x",
+            json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}]}]}}),
+        )));
+        let mut labels = NodeLabels::new();
+        let summaries: Vec<NodeSummary> = nodes
+            .iter()
+            .map(|n| NodeSummary {
+                labels: labels.add(n.labels()),
+                ..NodeSummary::new(n)
+            })
+            .collect();
+        let pods = [
+            json!({}),
+            json!({"spec": {"nodeSelector": {"zone": "a"}}}),
+            json!({"spec": {"nodeSelector": {"zone": "a", "disk": "hdd"}}}),
+            json!({"spec": {"nodeSelector": {"zone": "nowhere"}}}),
+            json!({"spec": {"nodeName": "b"}}),
+            json!({"spec": {"tolerations": [{"operator": "Exists"}]}}),
+            json!({"spec": {"tolerations": [{"key": "t", "operator": "Exists"}],
+                            "containers": [{"name": "c", "resources": {"requests": {"cpu": "2"}}}]}}),
+            json!({"spec": {"tolerations": [{"operator": "Exists"}],
+                            "containers": [{"name": "c", "resources": {"requests": {"example.com/gpu": "1"}}}]}}),
+            json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}]}],
+                            "tolerations": [{"operator": "Exists"}]}}),
+            json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}]}}},
+                            "tolerations": [{"operator": "Exists"}]}}),
+        ];
+        let mut scratch = Vec::new();
+        for (i, v) in pods.into_iter().enumerate() {
+            let p = pod(&format!("p{i}"), v);
+            let filter = PodFilter::new(&p, &labels, &mut scratch);
+            for (n, s) in nodes.iter().zip(&summaries) {
+                assert_eq!(filter.run(s, n), run(&p, n), "pod {i} node {}", n.name);
+            }
+        }
     }
 
     #[test]

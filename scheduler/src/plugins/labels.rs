@@ -2,12 +2,13 @@
 //! nodeSelector against a node compares integers instead of walking the node's label map and
 //! comparing strings.
 //!
-//! The [`crate::cache::Cache`] owns one interner. Every label key and value of every node it holds
-//! is interned (reference counted, so strings no node uses any more are forgotten and their ids
-//! reused), and each node keeps its labels as a sorted list of [`LabelId`]s. A pod's selector is
-//! looked up, not interned, once per decision: a key or value the interner does not know is on no
-//! node. Equality of ids is equality of strings (the interner maps strings through a `HashMap`
-//! that compares them), never a hash-only match.
+//! The [`crate::cache::Cache`] owns one [`NodeLabels`]. Every label key and value of every node it
+//! holds is interned (reference counted, so strings no node uses any more are forgotten and their
+//! ids reused), and each node's labels are a sorted list of [`LabelId`]s, stored back to back with
+//! the other nodes' lists so that a search over consecutive nodes reads consecutive memory. A pod's
+//! selector is looked up, not interned, once per decision: a key or value the interner does not
+//! know is on no node. Equality of ids is equality of strings (the interner maps strings through a
+//! `HashMap` that compares them), never a hash-only match.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -97,23 +98,123 @@ impl Interner {
         Some(label_id(self.get(key)?, self.get(value)?))
     }
 
-    /// Interns every key and value of `labels` (one reference each) and returns their ids,
-    /// sorted. Give them back with [`Interner::release_labels`] on the same map.
-    pub fn acquire_labels(&mut self, labels: &BTreeMap<String, String>) -> Box<[LabelId]> {
-        let mut ids: Vec<LabelId> = labels
-            .iter()
-            .map(|(k, v)| label_id(self.acquire(k), self.acquire(v)))
-            .collect();
-        ids.sort_unstable();
-        ids.into_boxed_slice()
-    }
-
-    /// Gives back the references [`Interner::acquire_labels`] took for `labels`.
+    /// Gives back one reference to each key and value of `labels`.
     pub fn release_labels(&mut self, labels: &BTreeMap<String, String>) {
         for (k, v) in labels {
             self.release(k);
             self.release(v);
         }
+    }
+}
+
+/// Where a node's label ids are in a [`NodeLabels`]: `len` ids from `start`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LabelSpan {
+    start: u32,
+    len: u32,
+}
+
+impl LabelSpan {
+    /// Number of labels.
+    pub fn len(self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether there are no labels.
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The label ids of many nodes: an [`Interner`] and one vector holding each node's sorted ids at
+/// a [`LabelSpan`]. Replaced and removed lists leave garbage behind until the owner compacts
+/// ([`NodeLabels::needs_compaction`], [`NodeLabels::compact`]).
+#[derive(Debug, Default)]
+pub struct NodeLabels {
+    interner: Interner,
+    ids: Vec<LabelId>,
+    /// How many entries of `ids` belong to no span.
+    garbage: usize,
+}
+
+impl NodeLabels {
+    /// No labels.
+    pub fn new() -> NodeLabels {
+        NodeLabels::default()
+    }
+
+    /// The interner of the keys and values.
+    pub fn interner(&self) -> &Interner {
+        &self.interner
+    }
+
+    /// Adds a node's labels (interning them) and returns where they are.
+    pub fn add(&mut self, labels: &BTreeMap<String, String>) -> LabelSpan {
+        let start = self.ids.len();
+        for (k, v) in labels {
+            let id = label_id(self.interner.acquire(k), self.interner.acquire(v));
+            self.ids.push(id);
+        }
+        self.ids[start..].sort_unstable();
+        LabelSpan {
+            start: u32::try_from(start).expect("fewer than 2^32 node labels"),
+            len: u32::try_from(labels.len()).expect("fewer than 2^32 labels on a node"),
+        }
+    }
+
+    /// Removes the labels `labels` that [`NodeLabels::add`] put at `span`.
+    pub fn remove(&mut self, span: LabelSpan, labels: &BTreeMap<String, String>) {
+        self.interner.release_labels(labels);
+        self.garbage += span.len();
+    }
+
+    /// Replaces the labels `old` at `span` by `new` and returns where those are: `span` itself
+    /// when they are equal, nothing interned twice.
+    pub fn replace(
+        &mut self,
+        span: LabelSpan,
+        old: &BTreeMap<String, String>,
+        new: &BTreeMap<String, String>,
+    ) -> LabelSpan {
+        if old == new {
+            return span;
+        }
+        // Take the new references before giving back the old ones, so that labels that stay
+        // keep their ids.
+        let added = self.add(new);
+        self.remove(span, old);
+        added
+    }
+
+    /// The sorted label ids at `span`.
+    #[inline]
+    pub fn get(&self, span: LabelSpan) -> &[LabelId] {
+        let start = span.start as usize;
+        &self.ids[start..start + span.len()]
+    }
+
+    /// Whether garbage takes more room than the live lists (and enough to be worth a copy).
+    pub fn needs_compaction(&self) -> bool {
+        self.garbage > 4096 && self.garbage > self.ids.len() / 2
+    }
+
+    /// Moves the live lists together, in the order of `spans` (which must be every live span,
+    /// each once), and updates the spans.
+    pub fn compact<'a>(&mut self, spans: impl IntoIterator<Item = &'a mut LabelSpan>) {
+        let mut ids = Vec::with_capacity(self.ids.len() - self.garbage);
+        for span in spans {
+            let start = u32::try_from(ids.len()).expect("fewer than 2^32 node labels");
+            ids.extend_from_slice(self.get(*span));
+            span.start = start;
+        }
+        debug_assert_eq!(ids.len(), self.ids.len() - self.garbage);
+        self.ids = ids;
+        self.garbage = 0;
+    }
+
+    /// Number of stored ids, garbage included.
+    pub fn stored(&self) -> usize {
+        self.ids.len()
     }
 }
 
@@ -219,12 +320,13 @@ mod tests {
 
     #[test]
     fn selectors_match_like_strings() {
-        let mut i = Interner::new();
+        let mut l = NodeLabels::new();
         let n1 = map(&[("zone", "a"), ("disk", "ssd"), ("a", "zone")]);
         let n2 = map(&[("zone", "b"), ("gen", "a")]);
-        let ids1 = i.acquire_labels(&n1);
-        let ids2 = i.acquire_labels(&n2);
-        assert!(ids1.windows(2).all(|w| w[0] < w[1]));
+        let s1 = l.add(&n1);
+        let s2 = l.add(&n2);
+        assert_eq!((s1.len(), s2.len()), (3, 2));
+        assert!(l.get(s1).windows(2).all(|w| w[0] < w[1]));
         let mut scratch = Vec::new();
         for s in [
             sel(&[]),
@@ -239,41 +341,82 @@ mod tests {
             sel(&[("a", "gen")]),
             sel(&[("nope", "a")]),
         ] {
-            let ids = SelectorIds::new(&s, &i, &mut scratch);
-            assert_eq!(ids.matches(&ids1), selector_matches(&s, &n1), "{s:?}");
-            assert_eq!(ids.matches(&ids2), selector_matches(&s, &n2), "{s:?}");
+            let ids = SelectorIds::new(&s, l.interner(), &mut scratch);
+            assert_eq!(ids.matches(l.get(s1)), selector_matches(&s, &n1), "{s:?}");
+            assert_eq!(ids.matches(l.get(s2)), selector_matches(&s, &n2), "{s:?}");
         }
-        assert_eq!(SelectorIds::new(&sel(&[]), &i, &mut scratch), SelectorIds::Any);
         assert_eq!(
-            SelectorIds::new(&sel(&[("zone", "c")]), &i, &mut scratch),
+            SelectorIds::new(&sel(&[]), l.interner(), &mut scratch),
+            SelectorIds::Any
+        );
+        assert_eq!(
+            SelectorIds::new(&sel(&[("zone", "c")]), l.interner(), &mut scratch),
             SelectorIds::Never
         );
         // Releasing one node's labels keeps the other's.
-        i.release_labels(&n1);
-        assert_eq!(i.get("disk"), None);
-        assert!(i.get("zone").is_some() && i.get("a").is_some());
-        let ids = SelectorIds::new(&sel(&[("zone", "b")]), &i, &mut scratch);
-        assert!(ids.matches(&ids2));
-        i.release_labels(&n2);
-        assert!(i.is_empty());
+        l.remove(s1, &n1);
+        assert_eq!(l.interner().get("disk"), None);
+        assert!(l.interner().get("zone").is_some() && l.interner().get("a").is_some());
+        let ids = SelectorIds::new(&sel(&[("zone", "b")]), l.interner(), &mut scratch);
+        assert!(ids.matches(l.get(s2)));
+        // Replacing with equal labels keeps the span; with others, moves it.
+        assert_eq!(l.replace(s2, &n2, &n2.clone()), s2);
+        let n3 = map(&[("zone", "c")]);
+        let s3 = l.replace(s2, &n2, &n3);
+        assert_ne!(s3, s2);
+        assert_eq!(l.interner().len(), 2);
+        let ids = SelectorIds::new(&sel(&[("zone", "c")]), l.interner(), &mut scratch);
+        assert!(ids.matches(l.get(s3)));
+        l.remove(s3, &n3);
+        assert!(l.interner().is_empty());
+    }
+
+    #[test]
+    fn compaction_keeps_lists() {
+        let mut l = NodeLabels::new();
+        let maps: Vec<BTreeMap<String, String>> = (0..5000)
+            .map(|n| map(&[("host", &format!("h{n}")), ("zone", &format!("z{}", n % 3))]))
+            .collect();
+        let mut spans: Vec<LabelSpan> = maps.iter().map(|m| l.add(m)).collect();
+        let (mut live, mut maps) = (Vec::new(), maps);
+        // Drop two nodes in three: lots of garbage.
+        for (i, (span, m)) in spans.drain(..).zip(maps.drain(..)).enumerate() {
+            if i % 3 != 0 {
+                l.remove(span, &m);
+            } else {
+                live.push((span, m));
+            }
+        }
+        assert!(l.needs_compaction());
+        let before: Vec<Vec<LabelId>> = live.iter().map(|(s, _)| l.get(*s).to_vec()).collect();
+        l.compact(live.iter_mut().map(|(s, _)| s));
+        assert!(!l.needs_compaction());
+        assert_eq!(l.stored(), live.len() * 2);
+        for ((s, m), ids) in live.iter().zip(&before) {
+            assert_eq!(l.get(*s), ids.as_slice());
+            let mut scratch = Vec::new();
+            let sel: Vec<(String, String)> = m.clone().into_iter().collect();
+            assert!(SelectorIds::new(&sel, l.interner(), &mut scratch).matches(l.get(*s)));
+        }
     }
 
     #[test]
     fn many_labels_are_searched() {
-        let mut i = Interner::new();
+        let mut l = NodeLabels::new();
         let pairs: Vec<(String, String)> = (0..100)
             .map(|n| (format!("k{n}"), format!("v{}", n % 7)))
             .collect();
         let labels: BTreeMap<String, String> = pairs.iter().cloned().collect();
-        let ids = i.acquire_labels(&labels);
+        let span = l.add(&labels);
+        let ids = l.get(span);
         let mut scratch = Vec::new();
-        for (k, v) in &pairs {
+        for (n, (k, v)) in pairs.iter().enumerate() {
             let s = vec![(k.clone(), v.clone())];
-            assert!(SelectorIds::new(&s, &i, &mut scratch).matches(&ids));
+            assert!(SelectorIds::new(&s, l.interner(), &mut scratch).matches(ids));
             let wrong = vec![(k.clone(), "v8".to_string())];
-            assert!(!SelectorIds::new(&wrong, &i, &mut scratch).matches(&ids));
-            let other = vec![(k.clone(), format!("v{}", (k[1..].parse::<usize>().unwrap() + 1) % 7))];
-            assert!(!SelectorIds::new(&other, &i, &mut scratch).matches(&ids));
+            assert!(!SelectorIds::new(&wrong, l.interner(), &mut scratch).matches(ids));
+            let other = vec![(k.clone(), format!("v{}", (n + 1) % 7))];
+            assert!(!SelectorIds::new(&other, l.interner(), &mut scratch).matches(ids));
         }
     }
 }

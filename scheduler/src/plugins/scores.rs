@@ -4,10 +4,11 @@
 //! [`score`] computes the weighted totals for a set of nodes; the single-plugin functions are
 //! public for tests and for anyone who wants to explain a decision.
 
-use crate::node_info::{NodeInfo, NodeSummary};
+use std::num::NonZeroU64;
+
+use crate::node_info::{NodeInfo, NodeSummary, ScoreMemo};
 use crate::plugins::{selector_matches, tolerates};
 use crate::pod_info::{PodInfo, label_key};
-use crate::resources::Resources;
 
 /// The highest score a plugin gives a node.
 pub const MAX_NODE_SCORE: i64 = 100;
@@ -41,24 +42,31 @@ fn least_requested_score(requested: i64, capacity: i64) -> i64 {
 /// not offer are left out of the average.
 pub fn least_allocated(pod: &PodInfo, node: &NodeInfo) -> i64 {
     least_allocated_of(
-        pod,
+        pod.non_zero.milli_cpu,
+        pod.non_zero.memory,
         node.non_zero_requested.milli_cpu,
         node.non_zero_requested.memory,
-        &node.allocatable,
+        node.allocatable.milli_cpu,
+        node.allocatable.memory,
     )
 }
 
-/// [`least_allocated`] from the node's non-zero cpu and memory requests and its allocatable.
+/// [`least_allocated`] from the pod's and the node's non-zero cpu and memory requests and the
+/// node's allocatable cpu and memory.
 #[inline]
-fn least_allocated_of(pod: &PodInfo, nz_cpu: i64, nz_memory: i64, alloc: &Resources) -> i64 {
+fn least_allocated_of(
+    pod_cpu: i64,
+    pod_memory: i64,
+    node_cpu: i64,
+    node_memory: i64,
+    alloc_cpu: i64,
+    alloc_memory: i64,
+) -> i64 {
     let mut sum = 0;
     let mut count = 0;
     for (req, alloc) in [
-        (
-            nz_cpu.saturating_add(pod.non_zero.milli_cpu),
-            alloc.milli_cpu,
-        ),
-        (nz_memory.saturating_add(pod.non_zero.memory), alloc.memory),
+        (node_cpu.saturating_add(pod_cpu), alloc_cpu),
+        (node_memory.saturating_add(pod_memory), alloc_memory),
     ] {
         if alloc == 0 {
             continue;
@@ -82,23 +90,32 @@ pub fn balanced_allocation(pod: &PodInfo, node: &NodeInfo) -> i64 {
     if !balanced_allocation_applies(pod) {
         return 0;
     }
-    balanced_allocation_of(pod, &node.requested, &node.allocatable)
+    balanced_allocation_of(
+        pod.requests.milli_cpu,
+        pod.requests.memory,
+        node.requested.milli_cpu,
+        node.requested.memory,
+        node.allocatable.milli_cpu,
+        node.allocatable.memory,
+    )
 }
 
-/// [`balanced_allocation`] of a pod it applies to, from the node's requests and allocatable.
+/// [`balanced_allocation`] of a pod it applies to, from the pod's and the node's cpu and memory
+/// requests and the node's allocatable cpu and memory.
 #[inline]
-fn balanced_allocation_of(pod: &PodInfo, requested: &Resources, alloc: &Resources) -> i64 {
+fn balanced_allocation_of(
+    pod_cpu: i64,
+    pod_memory: i64,
+    node_cpu: i64,
+    node_memory: i64,
+    alloc_cpu: i64,
+    alloc_memory: i64,
+) -> i64 {
     let mut fractions = [0f64; 2];
     let mut n = 0;
     for (req, alloc) in [
-        (
-            requested.milli_cpu.saturating_add(pod.requests.milli_cpu),
-            alloc.milli_cpu,
-        ),
-        (
-            requested.memory.saturating_add(pod.requests.memory),
-            alloc.memory,
-        ),
+        (node_cpu.saturating_add(pod_cpu), alloc_cpu),
+        (node_memory.saturating_add(pod_memory), alloc_memory),
     ] {
         if alloc == 0 {
             continue;
@@ -248,13 +265,128 @@ impl Spread {
 
 /// Spreading normalization: `100 * (max - count) / max`, all 100 when no node has any.
 pub fn normalize_spread(counts: &mut [i64]) {
+    /// Up to this maximum the results are tabulated: one division per count value rather than
+    /// per node.
+    const TABLE: usize = 256;
     let max = counts.iter().copied().max().unwrap_or(0);
     if max <= 0 {
         counts.fill(MAX_NODE_SCORE);
         return;
     }
-    for c in counts {
-        *c = MAX_NODE_SCORE * (max - *c) / max;
+    let scale = |c: i64| MAX_NODE_SCORE * (max - c) / max;
+    match usize::try_from(max) {
+        Ok(m) if m < TABLE && m < counts.len() => {
+            let mut table = [0i64; TABLE];
+            for (c, t) in table.iter_mut().enumerate().take(m + 1) {
+                *t = scale(c as i64);
+            }
+            for c in counts {
+                *c = match usize::try_from(*c) {
+                    Ok(i) if i <= m => table[i],
+                    _ => scale(*c),
+                };
+            }
+        }
+        _ => {
+            for c in counts {
+                *c = scale(*c);
+            }
+        }
+    }
+}
+
+/// What the per-node scores that [`score`] remembers depend on, besides the node: the pod's cpu
+/// and memory requests (actual and non-zero) and its spreading group. On an unchanged node, pods
+/// of equal shapes get equal LeastAllocated, BalancedAllocation and spreading counts.
+///
+/// A shape carries the key its scores are remembered under in the node summaries; whoever makes
+/// shapes must give each key to one shape only, ever (see [`ScoreShape::next`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScoreShape {
+    key: NonZeroU64,
+    non_zero_milli_cpu: i64,
+    non_zero_memory: i64,
+    milli_cpu: i64,
+    memory: i64,
+    /// The pod's spreading group.
+    pub spread: Spread,
+}
+
+impl ScoreShape {
+    /// The shape of `pod` spreading as `spread`, with scores remembered under `key`.
+    fn new(pod: &PodInfo, spread: Spread, key: NonZeroU64) -> ScoreShape {
+        ScoreShape {
+            key,
+            non_zero_milli_cpu: pod.non_zero.milli_cpu,
+            non_zero_memory: pod.non_zero.memory,
+            milli_cpu: pod.requests.milli_cpu,
+            memory: pod.requests.memory,
+            spread,
+        }
+    }
+
+    /// The shape of `pod` spreading as `spread`: `last` itself if that is the same shape (its
+    /// remembered scores apply), else a new shape with the key after `last`'s.
+    pub fn next(last: Option<ScoreShape>, pod: &PodInfo, spread: Spread) -> ScoreShape {
+        match last {
+            Some(last) if last.is_of(pod, &spread) => last,
+            last => {
+                let key = last.map_or(NonZeroU64::MIN, |l| l.key.saturating_add(1));
+                ScoreShape::new(pod, spread, key)
+            }
+        }
+    }
+
+    /// The key the scores of this shape are remembered under.
+    pub fn key(&self) -> NonZeroU64 {
+        self.key
+    }
+
+    /// Whether `pod` spreading as `spread` has this shape.
+    pub fn is_of(&self, pod: &PodInfo, spread: &Spread) -> bool {
+        self.non_zero_milli_cpu == pod.non_zero.milli_cpu
+            && self.non_zero_memory == pod.non_zero.memory
+            && self.milli_cpu == pod.requests.milli_cpu
+            && self.memory == pod.requests.memory
+            && self.spread == *spread
+    }
+
+    /// Weighted LeastAllocated plus BalancedAllocation ([`least_allocated`],
+    /// [`balanced_allocation`]) of the pod on the node `summary` summarizes.
+    #[inline]
+    pub fn resource_score(&self, summary: &NodeSummary) -> i64 {
+        let least = least_allocated_of(
+            self.non_zero_milli_cpu,
+            self.non_zero_memory,
+            summary.non_zero_milli_cpu,
+            summary.non_zero_memory,
+            summary.allocatable_milli_cpu,
+            summary.allocatable_memory,
+        );
+        let balanced = if self.milli_cpu != 0 || self.memory != 0 {
+            balanced_allocation_of(
+                self.milli_cpu,
+                self.memory,
+                summary.requested_milli_cpu,
+                summary.requested_memory,
+                summary.allocatable_milli_cpu,
+                summary.allocatable_memory,
+            )
+        } else {
+            0
+        };
+        WEIGHT_LEAST_ALLOCATED * least + WEIGHT_BALANCED_ALLOCATION * balanced
+    }
+
+    /// What a summary remembers of this shape, on the node summarized by `summary` that has
+    /// `spread_count` pods of the spreading group ([`Spread::count`]).
+    #[inline]
+    pub fn memo(&self, summary: &NodeSummary, spread_count: i64) -> ScoreMemo {
+        ScoreMemo {
+            key: Some(self.key),
+            resources: self.resource_score(summary),
+            spread: spread_count,
+        }
     }
 }
 
@@ -269,36 +401,42 @@ pub struct ScoreBuffers {
 }
 
 /// Scores `nodes[i]` for each `i` in `which` and leaves the weighted totals in `buf.totals` (in
-/// the order of `which`); `summaries[i]` is the [`NodeSummary`] of `nodes[i]`. NodeAffinity
-/// without preferred terms, BalancedAllocation for pods requesting neither cpu nor memory, and
-/// spreading without a group are skipped, as Kubernetes does (they add 0); TaintToleration when
-/// none of the nodes has a PreferNoSchedule taint adds the same to every node.
+/// the order of `which`). `summaries[i]` is the [`NodeSummary`] of `nodes[i]`, `shape` is the
+/// shape of `pod` (with its spreading group) and `spread_count(i)` must be [`Spread::count`] of
+/// the shape's group on `nodes[i]`.
+///
+/// The scores that depend only on the shape are remembered in the summaries under the shape's
+/// key and reused from there: keys must name one shape only, ever (see [`ScoreShape`]), and a
+/// summary must be refreshed when its node changes (which forgets them).
+///
+/// NodeAffinity without preferred terms, BalancedAllocation for pods requesting neither cpu nor
+/// memory, and spreading without a group are skipped, as Kubernetes does (they add 0);
+/// TaintToleration when none of the nodes has a PreferNoSchedule taint adds the same to every
+/// node.
 pub fn score(
     pod: &PodInfo,
+    shape: &ScoreShape,
     nodes: &[NodeInfo],
-    summaries: &[NodeSummary],
+    summaries: &mut [NodeSummary],
     which: &[usize],
-    spread: &Spread,
+    spread_count: impl Fn(usize) -> i64,
     buf: &mut ScoreBuffers,
 ) {
     buf.totals.clear();
+    buf.spread.clear();
+    let spreading = shape.spread != Spread::None;
     let mut prefer_no_schedule = false;
-    if balanced_allocation_applies(pod) {
-        buf.totals.extend(which.iter().map(|&i| {
-            let s = &summaries[i];
-            prefer_no_schedule |= s.any(NodeSummary::PREFER_NO_SCHEDULE_TAINTS);
-            WEIGHT_LEAST_ALLOCATED
-                * least_allocated_of(pod, s.non_zero_milli_cpu, s.non_zero_memory, &s.allocatable)
-                + WEIGHT_BALANCED_ALLOCATION
-                    * balanced_allocation_of(pod, &s.requested, &s.allocatable)
-        }));
-    } else {
-        buf.totals.extend(which.iter().map(|&i| {
-            let s = &summaries[i];
-            prefer_no_schedule |= s.any(NodeSummary::PREFER_NO_SCHEDULE_TAINTS);
-            WEIGHT_LEAST_ALLOCATED
-                * least_allocated_of(pod, s.non_zero_milli_cpu, s.non_zero_memory, &s.allocatable)
-        }));
+    for &i in which {
+        let s = &mut summaries[i];
+        if s.memo.key != Some(shape.key) {
+            let count = if spreading { spread_count(i) } else { 0 };
+            s.memo = shape.memo(s, count);
+        }
+        prefer_no_schedule |= s.any(NodeSummary::PREFER_NO_SCHEDULE_TAINTS);
+        buf.totals.push(s.memo.resources);
+        if spreading {
+            buf.spread.push(s.memo.spread);
+        }
     }
     if !pod.preferred_affinity.is_empty() {
         buf.affinity.clear();
@@ -328,10 +466,7 @@ pub fn score(
             *t += WEIGHT_TAINT_TOLERATION * MAX_NODE_SCORE;
         }
     }
-    if *spread != Spread::None {
-        buf.spread.clear();
-        buf.spread
-            .extend(which.iter().map(|&i| spread.count(&nodes[i])));
+    if spreading {
         normalize_spread(&mut buf.spread);
         for (t, s) in buf.totals.iter_mut().zip(&buf.spread) {
             *t += WEIGHT_SPREAD * s;
@@ -547,6 +682,20 @@ mod tests {
         let mut zero = vec![0, 0];
         normalize_spread(&mut zero);
         assert_eq!(zero, vec![100, 100]);
+        // Tabulated or not, the same as the formula.
+        for counts in [
+            vec![3, 0, 1, 2, 3, 3],
+            (0..1000).map(|c| c % 7).collect(),
+            (0..1000).map(|c| c % 300).collect(),
+            vec![5, 1000, 0],
+            vec![i64::from(u32::MAX), 17, 0],
+        ] {
+            let max = counts.iter().copied().max().unwrap();
+            let expect: Vec<i64> = counts.iter().map(|c| 100 * (max - c) / max).collect();
+            let mut got = counts.clone();
+            normalize_spread(&mut got);
+            assert_eq!(got, expect);
+        }
         assert_eq!(Spread::for_pod(&pod("z", json!({})), []), Spread::None);
     }
 
@@ -559,13 +708,81 @@ mod tests {
             ),
             node("n1", json!({})),
         ];
-        let summaries: Vec<NodeSummary> = nodes.iter().map(NodeSummary::new).collect();
+        let mut summaries: Vec<NodeSummary> = nodes.iter().map(NodeSummary::new).collect();
         let p = req("p", json!({"cpu": "1", "memory": "2Gi"}));
+        let shape = ScoreShape::next(None, &p, Spread::None);
         let mut buf = ScoreBuffers::default();
-        score(&p, &nodes, &summaries, &[0, 1], &Spread::None, &mut buf);
+        let mut run = |shape: &ScoreShape, which: &[usize], summaries: &mut [NodeSummary]| {
+            score(&p, shape, &nodes, summaries, which, |_| 0, &mut buf);
+            buf.totals.clone()
+        };
         // 75 least + 100 balanced, + 3 * (0 | 100) taint.
-        assert_eq!(buf.totals, vec![175, 475]);
-        score(&p, &nodes, &summaries, &[1], &Spread::None, &mut buf);
-        assert_eq!(buf.totals, vec![475]);
+        assert_eq!(run(&shape, &[0, 1], &mut summaries), vec![175, 475]);
+        assert_eq!(summaries[0].memo.key, Some(shape.key()));
+        assert_eq!(summaries[0].memo.resources, 175);
+        assert_eq!(run(&shape, &[1], &mut summaries), vec![475]);
+        // Remembered scores are used as they are (here, made up to show it)...
+        summaries[1].memo.resources = 1;
+        assert_eq!(run(&shape, &[1], &mut summaries), vec![301]);
+        // ... until the node changes...
+        summaries[1].refresh(&nodes[1]);
+        assert_eq!(run(&shape, &[1], &mut summaries), vec![475]);
+        // ... or another shape comes, with another key.
+        summaries[1].memo.resources = 1;
+        let same = ScoreShape::next(
+            Some(shape.clone()),
+            &req("p2", json!({"cpu": "1", "memory": "2Gi"})),
+            Spread::None,
+        );
+        assert_eq!(same, shape);
+        let q = req("q", json!({}));
+        let other = ScoreShape::next(Some(shape.clone()), &q, Spread::None);
+        assert!(other.key() > shape.key());
+        assert!(!other.is_of(&p, &Spread::None) && shape.is_of(&p, &Spread::None));
+        assert_ne!(other.resource_score(&summaries[1]), 175);
+        let spread = ScoreShape::next(Some(other.clone()), &q, Spread::Controller(1));
+        assert!(spread.key() > other.key());
+        let again = ScoreShape::next(Some(spread.clone()), &q, Spread::None);
+        assert!(again.key() > spread.key());
+        let p_again = ScoreShape::next(Some(again.clone()), &p, Spread::None);
+        assert!(p_again.key() > again.key());
+        assert_eq!(run(&p_again, &[1], &mut summaries), vec![475]);
+    }
+
+    #[test]
+    fn weighted_totals_with_spreading() {
+        let nodes = vec![
+            node("n0", json!({})),
+            node("n1", json!({})),
+            node("n2", json!({})),
+        ];
+        let mut summaries: Vec<NodeSummary> = nodes.iter().map(NodeSummary::new).collect();
+        let p = req("p", json!({"cpu": "1", "memory": "2Gi"}));
+        let shape = ScoreShape::next(None, &p, Spread::Controller(7));
+        let mut buf = ScoreBuffers::default();
+        let counts = [2, 1, 0];
+        score(
+            &p,
+            &shape,
+            &nodes,
+            &mut summaries,
+            &[0, 1, 2],
+            |i| counts[i],
+            &mut buf,
+        );
+        // 175 + 300 (no taints) + 2 * (0 | 50 | 100) spreading.
+        assert_eq!(buf.totals, vec![475, 575, 675]);
+        assert_eq!(summaries[0].memo.spread, 2);
+        // Remembered counts are not asked for again.
+        score(
+            &p,
+            &shape,
+            &nodes,
+            &mut summaries,
+            &[2, 0],
+            |_| unreachable!(),
+            &mut buf,
+        );
+        assert_eq!(buf.totals, vec![675, 475]);
     }
 }
