@@ -640,7 +640,8 @@ impl Server {
                 self.record_fields(kind, Some(&old), &mut new, sub, fields);
             }
             fields.apply(kind, &unknown)?;
-            if new == old {
+            // An assignment always changes the object (it refuses otherwise): no need to compare.
+            if mode != UpdateMode::Assign && new == old {
                 return Ok((200, old));
             }
             if ready_to_go(kind, &new) {
