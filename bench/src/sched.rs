@@ -60,7 +60,10 @@ impl SchedulerProcess {
             .expect("start atoll scheduler");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the scheduler's metrics endpoint never opened");
+            assert!(
+                Instant::now() < deadline,
+                "the scheduler's metrics endpoint never opened"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         SchedulerProcess {
@@ -164,7 +167,10 @@ async fn main() {
     // Only the in-process decision rate at 5,000 nodes, to attach a profiler.
     if std::env::args().any(|a| a == "--decisions-only") {
         for _ in 0..5 {
-            println!("5000 nodes / 30000 pods: in-process decisions {:.0} pods/s", decision_rate(5000, 30_000));
+            println!(
+                "5000 nodes / 30000 pods: in-process decisions {:.0} pods/s",
+                decision_rate(5000, 30_000)
+            );
         }
         return;
     }
@@ -226,7 +232,12 @@ async fn main() {
         let bodies: Vec<Vec<u8>> = (0..pods)
             .map(|i| serde_json::to_vec(&pod(&format!("p{i}"), i)).expect("json"))
             .collect();
-        let pids = [api.pid(), etcd.pid(), scheduler.child.id(), std::process::id()];
+        let pids = [
+            api.pid(),
+            etcd.pid(),
+            scheduler.child.id(),
+            std::process::id(),
+        ];
         let cpu_before = pids.map(cpu_time);
         let start = Instant::now();
         let h = http.clone();

@@ -119,7 +119,7 @@ fn main() -> anyhow::Result<()> {
                 metrics_addr: Some(a.metrics_bind_address),
                 ..Default::default()
             };
-            atoll_scheduler::run(client, config)
+            atoll_scheduler::run_until(client, config, atoll_client::terminated())
                 .await
                 .context("atoll scheduler")
         }),

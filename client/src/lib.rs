@@ -50,3 +50,19 @@ pub async fn connect(path: &Path) -> Result<kube::Client, Error> {
         .map_err(|e| fail(e.to_string()))?;
     kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
 }
+
+/// Completes when the process is asked to stop (SIGTERM or Ctrl-C), so a component can finish
+/// cleanly (e.g. give up its leader Lease).
+pub async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -129,6 +129,14 @@ pub struct Component {
 }
 
 impl Component {
+    /// Asks it to stop (SIGTERM) and waits until it has exited; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+
     /// Kills it now (as a crash would).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

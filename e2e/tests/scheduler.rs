@@ -93,7 +93,7 @@ fn two_schedulers_one_leader_pods_placed_and_explained() {
         |h| !h.is_empty(),
     );
     // A second copy waits: the first holds the lease.
-    let _second = env.component(
+    let mut second = env.component(
         "scheduler-2",
         &["scheduler", &metrics(atoll_testkit::free_port())],
     );
@@ -173,4 +173,24 @@ fn two_schedulers_one_leader_pods_placed_and_explained() {
         "jsonpath={.spec.holderIdentity}",
     ]);
     assert_ne!(now, holder);
+
+    // A copy asked to stop gives the Lease up as it goes, instead of leaving it to expire.
+    let _third = env.component(
+        "scheduler-3",
+        &["scheduler", &metrics(atoll_testkit::free_port())],
+    );
+    assert!(
+        second.terminate(),
+        "the scheduler should exit cleanly on SIGTERM"
+    );
+    let after = env.ok(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "kube-scheduler",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_ne!(after, now, "the stopped copy still holds the lease");
 }

@@ -16,4 +16,4 @@ pub mod queue;
 pub mod resources;
 mod run;
 
-pub use run::{Config, DEFAULT_SCHEDULER_NAME, Error, run};
+pub use run::{Config, DEFAULT_SCHEDULER_NAME, Error, run, run_until};

@@ -67,19 +67,34 @@ pub enum Error {
 
 /// Runs the scheduler against the API server `client` talks to, until an error.
 pub async fn run(client: kube::Client, config: Config) -> Result<(), Error> {
+    run_until(client, config, std::future::pending()).await
+}
+
+/// Runs the scheduler until an error or until `shutdown` completes; then it gives up the leader
+/// Lease, so another copy takes over at once instead of after the Lease expires.
+pub async fn run_until(
+    client: kube::Client,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let _metrics_server = match config.metrics_addr {
         Some(addr) => Some(atoll_client::metrics::serve(addr, Arc::new(registry)).await?),
         None => None,
     };
-    match config.leader_election.clone() {
-        Some(lease) => {
-            LeaderElection::new(client.clone(), lease)
-                .run(schedule(client, config, metrics))
-                .await?
+    let work = async {
+        tokio::select! {
+            r = schedule(client.clone(), config.clone(), metrics) => r,
+            _ = shutdown => {
+                tracing::info!("shutting down");
+                Ok(())
+            }
         }
-        None => schedule(client, config, metrics).await,
+    };
+    match config.leader_election.clone() {
+        Some(lease) => LeaderElection::new(client.clone(), lease).run(work).await?,
+        None => work.await,
     }
 }
 
