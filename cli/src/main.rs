@@ -28,6 +28,27 @@ enum Command {
     Apiserver(ApiserverArgs),
     /// Run the scheduler (assigns pending pods to nodes).
     Scheduler(SchedulerArgs),
+    /// Run the controller manager (so far: node pod-CIDR allocation).
+    ControllerManager(ControllerManagerArgs),
+}
+
+#[derive(clap::Args)]
+struct ControllerManagerArgs {
+    /// kubeconfig naming the API server and the credentials to use.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The cluster's pod network; each node gets a subnet of it as spec.podCIDR (off when unset).
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// Prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Run only while holding the `kube-system/kube-controller-manager` Lease, so several copies can run.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Address for /metrics and /healthz.
+    #[arg(long, default_value = "127.0.0.1:10257")]
+    metrics_bind_address: std::net::SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -122,6 +143,25 @@ fn main() -> anyhow::Result<()> {
             atoll_scheduler::run_until(client, config, atoll_client::terminated())
                 .await
                 .context("atoll scheduler")
+        }),
+        Command::ControllerManager(a) => runtime.block_on(async {
+            let client = atoll_client::connect(&a.kubeconfig).await?;
+            let identity = atoll_client::leader::default_identity();
+            let config = atoll_controller_manager::Config {
+                cluster_cidr: a.cluster_cidr,
+                node_cidr_mask_size: a.node_cidr_mask_size,
+                leader_election: a.leader_elect.then(|| {
+                    atoll_client::leader::LeaseConfig::new(
+                        "kube-system",
+                        "kube-controller-manager",
+                        &identity,
+                    )
+                }),
+                metrics_addr: Some(a.metrics_bind_address),
+            };
+            atoll_controller_manager::run_until(client, config, atoll_client::terminated())
+                .await
+                .context("atoll controller-manager")
         }),
     }
 }
