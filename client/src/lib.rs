@@ -9,7 +9,10 @@ pub mod leader;
 pub mod lean;
 pub mod metrics;
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Why a client-side facility failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,43 @@ pub async fn terminated() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// How a component runs: its metrics, and the Lease it must hold to act.
+pub struct Component {
+    /// Run only while holding this Lease (None: always run).
+    pub lease: Option<leader::LeaseConfig>,
+    /// Serve this registry on `/metrics` (and `/healthz`) at this address (None: nowhere).
+    pub metrics: Option<(SocketAddr, prometheus_client::registry::Registry)>,
+}
+
+impl Component {
+    /// Runs `work` until it ends or `shutdown` completes, serving the metrics and, with a Lease, only
+    /// while holding it; a shutdown gives the Lease up so another copy takes over at once.
+    pub async fn run<E: From<Error>>(
+        self,
+        client: kube::Client,
+        work: impl Future<Output = Result<(), E>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), E> {
+        let _metrics_server = match self.metrics {
+            Some((addr, registry)) => Some(metrics::serve(addr, Arc::new(registry)).await?),
+            None => None,
+        };
+        let work = async {
+            tokio::select! {
+                r = work => r,
+                _ = shutdown => {
+                    tracing::info!("shutting down");
+                    Ok(())
+                }
+            }
+        };
+        match self.lease {
+            Some(lease) => leader::LeaderElection::new(client, lease).run(work).await?,
+            None => work.await,
         }
     }
 }

@@ -10,9 +10,9 @@ pub mod nodeipam;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use atoll_client::leader::{LeaderElection, LeaseConfig};
+use atoll_client::Component;
+use atoll_client::leader::LeaseConfig;
 use prometheus_client::registry::Registry;
 
 /// How the controller manager runs.
@@ -52,31 +52,19 @@ pub async fn run_until(
         Some(c) => Some(cidr::CidrSet::new(c, config.node_cidr_mask_size)?),
         None => None,
     };
-    let registry = Registry::default();
-    let _metrics_server = match config.metrics_addr {
-        Some(addr) => Some(atoll_client::metrics::serve(addr, Arc::new(registry)).await?),
-        None => None,
-    };
-    let controllers = async {
+    let ipam_client = client.clone();
+    let controllers = async move {
         match ipam {
-            Some(set) => nodeipam::run(client.clone(), set).await,
+            Some(set) => nodeipam::run(ipam_client, set).await,
             None => {
                 tracing::info!("node IPAM is off (no --cluster-cidr)");
                 std::future::pending().await
             }
         }
     };
-    let work = async {
-        tokio::select! {
-            r = controllers => r,
-            _ = shutdown => {
-                tracing::info!("shutting down");
-                Ok(())
-            }
-        }
+    let component = Component {
+        lease: config.leader_election.clone(),
+        metrics: config.metrics_addr.map(|addr| (addr, Registry::default())),
     };
-    match config.leader_election.clone() {
-        Some(lease) => LeaderElection::new(client.clone(), lease).run(work).await?,
-        None => work.await,
-    }
+    component.run(client, controllers, shutdown).await
 }

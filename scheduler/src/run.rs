@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use atoll_client::Component;
 use atoll_client::events::{EventType, Recorder};
-use atoll_client::leader::{LeaderElection, LeaseConfig};
+use atoll_client::leader::LeaseConfig;
 use atoll_client::lean::Lean;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, Service};
@@ -79,23 +80,12 @@ pub async fn run_until(
 ) -> Result<(), Error> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
-    let _metrics_server = match config.metrics_addr {
-        Some(addr) => Some(atoll_client::metrics::serve(addr, Arc::new(registry)).await?),
-        None => None,
+    let component = Component {
+        lease: config.leader_election.clone(),
+        metrics: config.metrics_addr.map(|addr| (addr, registry)),
     };
-    let work = async {
-        tokio::select! {
-            r = schedule(client.clone(), config.clone(), metrics) => r,
-            _ = shutdown => {
-                tracing::info!("shutting down");
-                Ok(())
-            }
-        }
-    };
-    match config.leader_election.clone() {
-        Some(lease) => LeaderElection::new(client.clone(), lease).run(work).await?,
-        None => work.await,
-    }
+    let work = schedule(client.clone(), config, metrics);
+    component.run(client, work, shutdown).await
 }
 
 /// What the watches report.
