@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use atoll_client::events::{EventType, Recorder};
 use atoll_client::lean::Lean;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::Error;
@@ -34,12 +35,14 @@ struct Ipam {
     listing: Vec<Node>,
     /// Nodes that got no CIDR because none was free, as last seen: served when one is freed.
     waiting: BTreeMap<String, Node>,
+    recorder: Recorder,
 }
 
 /// Runs node IPAM until its watch ends.
 pub async fn run(client: kube::Client, set: CidrSet) -> Result<(), Error> {
     let mut ipam = Ipam {
         api: Api::all(client.clone()),
+        recorder: Recorder::new(client.clone(), "cidrAllocator", None),
         empty: set.clone(),
         set,
         assigned: BTreeMap::new(),
@@ -123,6 +126,15 @@ impl Ipam {
         let name = node.name_any();
         let Some(cidr) = self.set.allocate() else {
             tracing::warn!(node = %name, "no pod CIDR left in the cluster CIDR");
+            let message = format!("Node {name} status is now: CIDRNotAvailable");
+            self.recorder
+                .record(
+                    &node.object_ref(&()),
+                    EventType::Normal,
+                    "CIDRNotAvailable",
+                    &message,
+                )
+                .await;
             self.waiting.insert(name, node.clone());
             return;
         };

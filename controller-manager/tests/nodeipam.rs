@@ -95,6 +95,30 @@ async fn every_node_gets_its_own_pod_cidr_freed_on_delete_and_kept_across_restar
 
     // The range is full: a fifth node waits, and gets the CIDR of a deleted node.
     add(&nodes, "late", None).await;
+    // It is told so, as Kubernetes' CIDR allocator tells it.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client(&c), "default");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = events
+            .list(
+                &kube::api::ListParams::default()
+                    .fields("involvedObject.name=late,reason=CIDRNotAvailable"),
+            )
+            .await
+            .expect("events");
+        if let Some(e) = list.items.first() {
+            assert_eq!(
+                e.message.as_deref(),
+                Some("Node late status is now: CIDRNotAvailable")
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no CIDRNotAvailable event"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let freed = got[2].clone();
     nodes
         .delete("b", &DeleteParams::default())
