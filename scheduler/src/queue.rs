@@ -50,6 +50,8 @@ pub struct Queue {
     backoff: BTreeSet<(Instant, u64, String)>,
     /// Unschedulable pods by when they were parked.
     parked: BTreeSet<(Instant, String)>,
+    /// Pods popped and not yet settled (so [`Queue::depths`] needs no scan).
+    in_flight: usize,
     next_ticket: u64,
 }
 
@@ -119,6 +121,7 @@ impl Queue {
                 && e.ticket == ticket
             {
                 e.place = Place::InFlight;
+                self.in_flight += 1;
                 return Some(key);
             }
         }
@@ -156,7 +159,8 @@ impl Queue {
             Place::Unschedulable => {
                 self.parked.remove(&(parked_at, key.to_string()));
             }
-            Place::Active | Place::InFlight => {}
+            Place::InFlight => self.in_flight -= 1,
+            Place::Active => {}
         }
     }
 
@@ -168,7 +172,8 @@ impl Queue {
         let old = (e.place, e.ready_at, e.ticket, e.parked_at);
         e.attempts += 1;
         e.ready_at = now + backoff(e.attempts);
-        e.place = Place::InFlight;
+        // Unplaced here; `requeue` places it (as Active it has nothing more to unplace).
+        e.place = Place::Active;
         self.unplace_parts(key, old);
         self.requeue(key.to_string(), now);
     }
@@ -248,16 +253,13 @@ impl Queue {
 
     /// How many pods wait where.
     pub fn depths(&self) -> Depths {
-        let mut d = Depths::default();
-        for e in self.entries.values() {
-            match e.place {
-                Place::Active => d.active += 1,
-                Place::Backoff => d.backoff += 1,
-                Place::Unschedulable => d.unschedulable += 1,
-                Place::InFlight => {}
-            }
+        let backoff = self.backoff.len();
+        let unschedulable = self.parked.len();
+        Depths {
+            active: self.entries.len() - backoff - unschedulable - self.in_flight,
+            backoff,
+            unschedulable,
         }
-        d
     }
 }
 
@@ -273,23 +275,53 @@ pub fn backoff(attempts: u32) -> Duration {
 mod tests {
     use super::*;
 
+    /// The depths counted entry by entry, to check the kept counts against.
+    fn scanned(q: &Queue) -> Depths {
+        let mut d = Depths::default();
+        for e in q.entries.values() {
+            match e.place {
+                Place::Active => d.active += 1,
+                Place::Backoff => d.backoff += 1,
+                Place::Unschedulable => d.unschedulable += 1,
+                Place::InFlight => {}
+            }
+        }
+        d
+    }
+
+    /// Asserts the kept depths match a scan.
+    fn check(q: &Queue) {
+        assert_eq!(q.depths(), scanned(q));
+    }
+
     #[test]
     fn priority_then_age_and_no_duplicates() {
         let now = Instant::now();
         let mut q = Queue::new();
         q.add("a", 0, now);
+        check(&q);
         q.add("b", 10, now);
+        check(&q);
         q.add("c", 0, now);
+        check(&q);
         q.add("a", 0, now);
+        check(&q);
         assert_eq!(q.pop().as_deref(), Some("b"));
+        check(&q);
         assert_eq!(q.pop().as_deref(), Some("a"));
+        check(&q);
         assert_eq!(q.pop().as_deref(), Some("c"));
+        check(&q);
         assert_eq!(q.pop(), None);
+        check(&q);
         // In flight: still known, not poppable; adding again does not duplicate it.
         q.add("a", 0, now);
+        check(&q);
         assert!(q.contains("a"));
         assert_eq!(q.pop(), None);
+        check(&q);
         q.remove("a");
+        check(&q);
         assert!(!q.contains("a"));
     }
 
@@ -298,22 +330,34 @@ mod tests {
         let now = Instant::now();
         let mut q = Queue::new();
         q.add("p", 0, now);
+        check(&q);
         assert_eq!(q.pop().as_deref(), Some("p"));
+        check(&q);
         q.unschedulable("p", now);
+        check(&q);
         assert_eq!(q.depths().unschedulable, 1);
         q.flush(now + Duration::from_secs(30));
+        check(&q);
         assert_eq!(q.pop(), None, "nothing changed and not yet stale");
+        check(&q);
         // A change before the backoff is over: to backoff; after it, to active.
         q.cluster_changed(now + Duration::from_millis(500));
+        check(&q);
         assert_eq!(q.depths().backoff, 1);
         assert_eq!(q.pop(), None);
+        check(&q);
         assert_eq!(q.next_deadline(), Some(now + INITIAL_BACKOFF));
         q.flush(now + INITIAL_BACKOFF);
+        check(&q);
         assert_eq!(q.pop().as_deref(), Some("p"));
+        check(&q);
         // Second failure: twice the backoff; a change after it goes straight to active.
         q.unschedulable("p", now);
+        check(&q);
         q.cluster_changed(now + Duration::from_secs(3));
+        check(&q);
         assert_eq!(q.pop().as_deref(), Some("p"));
+        check(&q);
     }
 
     #[test]
@@ -321,11 +365,16 @@ mod tests {
         let now = Instant::now();
         let mut q = Queue::new();
         q.add("p", 0, now);
+        check(&q);
         q.pop();
+        check(&q);
         q.unschedulable("p", now);
+        check(&q);
         assert_eq!(q.next_deadline(), Some(now + MAX_UNSCHEDULABLE));
         q.flush(now + MAX_UNSCHEDULABLE);
+        check(&q);
         assert_eq!(q.pop().as_deref(), Some("p"));
+        check(&q);
     }
 
     #[test]
@@ -333,12 +382,18 @@ mod tests {
         let now = Instant::now();
         let mut q = Queue::new();
         q.add("p", 0, now);
+        check(&q);
         q.pop();
+        check(&q);
         q.retry("p", now);
+        check(&q);
         assert_eq!(q.depths().backoff, 1);
         q.remove("p");
+        check(&q);
         q.flush(now + MAX_BACKOFF);
+        check(&q);
         assert_eq!(q.pop(), None);
+        check(&q);
         assert_eq!(q.depths(), Depths::default());
         assert_eq!(backoff(1), INITIAL_BACKOFF);
         assert_eq!(backoff(2), 2 * INITIAL_BACKOFF);

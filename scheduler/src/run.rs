@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::cache::Cache;
 use crate::metrics::Metrics;
-use crate::pod_info::PodInfo;
+use crate::pod_info::{PodInfo, pod_key};
 use crate::queue::Queue;
 
 /// The scheduler name pods ask for when they name none.
@@ -243,11 +243,6 @@ struct Scheduler {
     metrics: Arc<Metrics>,
     binds: Arc<Semaphore>,
     bound_tx: mpsc::UnboundedSender<Bound>,
-}
-
-/// `namespace/name`.
-fn pod_key(pod: &Pod) -> String {
-    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
 }
 
 /// `namespace/name`.
