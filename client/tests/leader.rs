@@ -11,11 +11,6 @@ use kube::api::PostParams;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-fn client(c: &Cluster) -> kube::Client {
-    let config = kube::Config::new(c.base.parse().expect("url"));
-    kube::Client::try_from(config).expect("client")
-}
-
 fn fast(identity: &str) -> LeaseConfig {
     LeaseConfig {
         lease_duration: Duration::from_millis(1500),
@@ -41,7 +36,7 @@ fn lead_forever(
     tokio::task::JoinHandle<Result<(), Error>>,
     oneshot::Receiver<()>,
 ) {
-    let elector = LeaderElection::new(client(c), fast(identity));
+    let elector = LeaderElection::new(c.kube_client(), fast(identity));
     let (leads, leading) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         elector
@@ -57,12 +52,12 @@ fn lead_forever(
 #[tokio::test]
 async fn one_leader_at_a_time_and_handover_on_release_expiry_and_loss() {
     let c = Cluster::start().await;
-    let api: Api<Lease> = Api::namespaced(client(&c), "kube-system");
+    let api: Api<Lease> = Api::namespaced(c.kube_client(), "kube-system");
 
     // A leads until its work ends; B waits meanwhile.
     let (stop_a, stopped_a) = oneshot::channel::<()>();
     let (a_leads, a_leading) = oneshot::channel::<()>();
-    let a = LeaderElection::new(client(&c), fast("a"));
+    let a = LeaderElection::new(c.kube_client(), fast("a"));
     let a_task = tokio::spawn(async move {
         a.run(async move {
             let _ = a_leads.send(());

@@ -1,18 +1,13 @@
 //! Node IPAM against a real API server and etcd.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use atoll_controller_manager::Config;
-use atoll_testkit::Cluster;
+use atoll_testkit::{Cluster, eventually};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
-
-fn client(c: &Cluster) -> kube::Client {
-    kube::Client::try_from(kube::Config::new(c.base.parse().expect("url"))).expect("client")
-}
 
 fn start(c: &Cluster) -> tokio::task::JoinHandle<Result<(), atoll_controller_manager::Error>> {
     let config = Config {
@@ -22,7 +17,7 @@ fn start(c: &Cluster) -> tokio::task::JoinHandle<Result<(), atoll_controller_man
         ..Config::default()
     };
     tokio::spawn(atoll_controller_manager::run_until(
-        client(c),
+        c.kube_client(),
         config,
         std::future::pending(),
     ))
@@ -49,29 +44,20 @@ async fn cidr(nodes: &Api<Node>, name: &str) -> Option<String> {
 
 /// Waits until every named node has a pod CIDR; returns them in order.
 async fn cidrs(nodes: &Api<Node>, names: &[&str]) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("every node to get a pod CIDR", || async {
         let mut got = vec![];
         for n in names {
-            if let Some(c) = cidr(nodes, n).await {
-                got.push(c);
-            }
+            got.push(cidr(nodes, n).await?);
         }
-        if got.len() == names.len() {
-            return got;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nodes {names:?} never all got a pod CIDR"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Some(got)
+    })
+    .await
 }
 
 #[tokio::test]
 async fn every_node_gets_its_own_pod_cidr_freed_on_delete_and_kept_across_restarts() {
     let c = Cluster::start().await;
-    let nodes: Api<Node> = Api::all(client(&c));
+    let nodes: Api<Node> = Api::all(c.kube_client());
     // A node that already has a CIDR keeps it, and nobody else gets it.
     add(&nodes, "old", Some("10.244.1.0/24")).await;
     let cm = start(&c);
@@ -96,29 +82,21 @@ async fn every_node_gets_its_own_pod_cidr_freed_on_delete_and_kept_across_restar
     // The range is full: a fifth node waits, and gets the CIDR of a deleted node.
     add(&nodes, "late", None).await;
     // It is told so, as Kubernetes' CIDR allocator tells it.
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client(&c), "default");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(c.kube_client(), "default");
+    let event = eventually("a CIDRNotAvailable event", || async {
+        let fields = "involvedObject.name=late,reason=CIDRNotAvailable";
         let list = events
-            .list(
-                &kube::api::ListParams::default()
-                    .fields("involvedObject.name=late,reason=CIDRNotAvailable"),
-            )
+            .list(&ListParams::default().fields(fields))
             .await
-            .expect("events");
-        if let Some(e) = list.items.first() {
-            assert_eq!(
-                e.message.as_deref(),
-                Some("Node late status is now: CIDRNotAvailable")
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no CIDRNotAvailable event"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .ok()?;
+        list.items.into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        event.message.as_deref(),
+        Some("Node late status is now: CIDRNotAvailable")
+    );
     let freed = got[2].clone();
     nodes
         .delete("b", &DeleteParams::default())

@@ -2,11 +2,9 @@
 //! pods are created through the API, and the tests watch where they are bound.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::Duration;
 
 use atoll_scheduler::Config;
-use atoll_testkit::Cluster;
+use atoll_testkit::{Cluster, eventually};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -30,8 +28,7 @@ async fn start() -> Env {
 
 async fn start_with(config: Config) -> Env {
     let cluster = Cluster::start().await;
-    let client = kube::Client::try_from(kube::Config::new(cluster.base.parse().expect("url")))
-        .expect("client");
+    let client = cluster.kube_client();
     let scheduler = tokio::spawn(atoll_scheduler::run(client.clone(), config));
     Env {
         cluster,
@@ -76,25 +73,6 @@ impl Env {
             Some(out)
         })
         .await
-    }
-}
-
-/// Polls `check` until it gives an answer, failing after 20 s.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

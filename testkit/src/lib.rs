@@ -34,6 +34,26 @@ pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> boo
     }
 }
 
+/// Polls `check` every 50 ms until it gives an answer, failing after 20 s (the async twin of
+/// [`wait_until`], for checks that make requests).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Writes a kubeconfig at `path` whose current context talks to the API server at `server`
 /// (`http://127.0.0.1:<port>`) without credentials.
 pub fn write_kubeconfig(path: &Path, server: &str) {
@@ -278,6 +298,12 @@ impl Cluster {
         }
         let Cluster { etcd, dir, .. } = self;
         Self::start_with(etcd, dir, |_| {}).await
+    }
+
+    /// A Rust `kube` client for this server.
+    pub fn kube_client(&self) -> kube::Client {
+        let url = self.base.parse().expect("the server's URL");
+        kube::Client::try_from(kube::Config::new(url)).expect("kube client")
     }
 
     /// A client for this server.
