@@ -97,6 +97,27 @@ where
     }
 }
 
+/// Raw etcd puts of `body` under `prefix` (`<prefix>/p<i>`), `total` of them over `concurrency`
+/// tasks: the baseline the API server's writes are measured against.
+pub async fn etcd_puts(
+    client: &etcd_client::Client,
+    prefix: &str,
+    body: bytes::Bytes,
+    total: usize,
+    concurrency: usize,
+) -> Run {
+    let (client, prefix) = (client.clone(), prefix.to_string());
+    run(total, concurrency, move |i| {
+        let mut kv = client.kv_client();
+        let key = format!("{prefix}/p{i}");
+        let b = body.clone();
+        async move {
+            kv.put(key, b.to_vec(), None).await.expect("etcd put");
+        }
+    })
+    .await
+}
+
 /// Resident memory of process `pid`, in MiB.
 pub fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -13,7 +13,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use atoll_bench::{NS, cpu_time, ms, percentile, pod, rss_mb, run};
+use atoll_bench::{NS, cpu_time, etcd_puts, ms, percentile, pod, rss_mb, run};
 
 use atoll_testkit::{ApiProcess, Etcd, Http};
 use bytes::Bytes;
@@ -53,19 +53,9 @@ async fn main() {
     ] {
         // Raw etcd puts of the same bytes (what the API server stores), same concurrency.
         let body = Bytes::from(serde_json::to_vec(&pod("x", 0)).expect("json"));
-        let kv = client.clone();
-        let raw_body = body.clone();
         let etcd_before_raw = cpu_time(etcd.pid());
-        let raw = run(total, concurrency, move |i| {
-            let mut kv = kv.kv_client();
-            let b = raw_body.clone();
-            async move {
-                kv.put(format!("/baseline/c{concurrency}/p{i}"), b.to_vec(), None)
-                    .await
-                    .expect("etcd put");
-            }
-        })
-        .await;
+        let prefix = format!("/baseline/c{concurrency}");
+        let raw = etcd_puts(&client, &prefix, body.clone(), total, concurrency).await;
         let etcd_per_put = cpu_time(etcd.pid()) - etcd_before_raw;
         let h = http.clone();
         let base = created;

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atoll_bench::{NS, cpu_time, pod, run};
+use atoll_bench::{NS, cpu_time, etcd_puts, pod, run};
 use atoll_testkit::{ApiProcess, Etcd, Http, atoll_bin, free_port, write_kubeconfig};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -119,17 +119,9 @@ async fn etcd_ceiling(etcd: &Etcd, puts: usize, round: usize) -> f64 {
         .await
         .expect("etcd client");
     let body = Bytes::from(serde_json::to_vec(&pod("x", 0)).expect("json"));
-    run(puts, 64, move |i| {
-        let mut kv = client.kv_client();
-        let b = body.clone();
-        async move {
-            kv.put(format!("/baseline/r{round}/p{i}"), b.to_vec(), None)
-                .await
-                .expect("etcd put");
-        }
-    })
-    .await
-    .per_sec
+    etcd_puts(&client, &format!("/baseline/r{round}"), body, puts, 64)
+        .await
+        .per_sec
 }
 
 /// Decisions per second of the scheduler's cache alone: `nodes` nodes, `pods` pods decided and
