@@ -46,25 +46,13 @@ impl LeaseConfig {
     }
 }
 
-/// A unique identity for this process: the host name and a random suffix.
+/// A unique identity for this process: the host name and a random suffix (as Kubernetes
+/// components use).
 pub fn default_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "atoll".into());
-    format!("{host}_{:016x}", rand_suffix())
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
+    format!("{host}_{}", uuid::Uuid::new_v4())
 }
 
 /// The Lease as this copy last saw it, and when that was.
