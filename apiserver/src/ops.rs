@@ -813,10 +813,11 @@ impl Server {
         }
         m.remove("selfLink");
         let scope = match mode {
+            // Written as the mutation left it: nothing to decode, default or validate.
+            UpdateMode::Assign => return Ok((new, vec![])),
             UpdateMode::Main | UpdateMode::Finalize => UpdateScope::Spec,
             UpdateMode::Status => UpdateScope::Status,
             UpdateMode::System => UpdateScope::System,
-            UpdateMode::Assign => return Ok((new, vec![])),
         };
         let decoded = kind
             .strategy
