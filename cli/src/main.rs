@@ -158,6 +158,7 @@ fn main() -> anyhow::Result<()> {
                     )
                 }),
                 metrics_addr: Some(a.metrics_bind_address),
+                ..Default::default()
             };
             atoll_controller_manager::run_until(client, config, atoll_client::terminated())
                 .await

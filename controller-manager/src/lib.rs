@@ -1,15 +1,22 @@
 //! The Atoll controller manager: level-triggered controllers, each rebuilding its view from the API
 //! with list+watch, so any of them can restart at any moment. Start reading at [`run_until`].
 //!
-//! Controllers so far: node IPAM ([`nodeipam`], over [`cidr::CidrSet`]). The replication,
-//! endpoints, node lifecycle, namespace and garbage collection controllers come with their steps of
-//! the controller-manager issue.
+//! Every controller but node IPAM has the same shape ([`controller`]): shared informers
+//! ([`informer`]) feed keys to a work queue ([`queue`]) that workers reconcile from the informers'
+//! stores. Node IPAM ([`nodeipam`], over [`cidr::CidrSet`]) keeps its own watch.
 
 pub mod cidr;
+pub mod controller;
+pub mod informer;
 pub mod nodeipam;
+pub mod podutil;
+pub mod queue;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use atoll_client::Component;
 use atoll_client::leader::LeaseConfig;
@@ -26,6 +33,32 @@ pub struct Config {
     pub leader_election: Option<LeaseConfig>,
     /// Where to serve `/metrics` and `/healthz` (None: nowhere).
     pub metrics_addr: Option<SocketAddr>,
+    /// Delay every watch event by this much: a deliberately slow cache, for tests only.
+    pub cache_delay: Option<Duration>,
+}
+
+/// What every controller is built from: the client, the shared informers, the metrics, the flags.
+pub struct Context {
+    /// The API client.
+    pub client: kube::Client,
+    /// One shared informer per kind.
+    pub informers: controller::Informers,
+    /// Work-queue and reconcile metrics.
+    pub metrics: Arc<controller::Metrics>,
+    /// The flags.
+    pub config: Config,
+}
+
+/// A running controller.
+type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Builds every controller (each registers its informer handlers) and runs them with the informers.
+async fn run_controllers(ctx: Context) -> Result<(), Error> {
+    let controllers: Vec<Running> = vec![];
+    tokio::select! {
+        _ = futures::future::join_all(controllers) => Ok(()),
+        _ = ctx.informers.run() => Err(Error::WatchEnded("informer")),
+    }
 }
 
 /// Why the controller manager stopped.
@@ -52,19 +85,32 @@ pub async fn run_until(
         Some(c) => Some(cidr::CidrSet::new(c, config.node_cidr_mask_size)?),
         None => None,
     };
+    let mut registry = Registry::default();
+    let ctx = Context {
+        client: client.clone(),
+        informers: controller::Informers::new(client.clone(), config.cache_delay),
+        metrics: controller::Metrics::register(&mut registry),
+        config: config.clone(),
+    };
     let ipam_client = client.clone();
     let controllers = async move {
-        match ipam {
-            Some(set) => nodeipam::run(ipam_client, set).await,
-            None => {
-                tracing::info!("node IPAM is off (no --cluster-cidr)");
-                std::future::pending().await
+        let ipam = async move {
+            match ipam {
+                Some(set) => nodeipam::run(ipam_client, set).await,
+                None => {
+                    tracing::info!("node IPAM is off (no --cluster-cidr)");
+                    std::future::pending().await
+                }
             }
+        };
+        tokio::select! {
+            r = ipam => r,
+            r = run_controllers(ctx) => r,
         }
     };
     let component = Component {
         lease: config.leader_election.clone(),
-        metrics: config.metrics_addr.map(|addr| (addr, Registry::default())),
+        metrics: config.metrics_addr.map(|addr| (addr, registry)),
     };
     component.run(client, controllers, shutdown).await
 }
