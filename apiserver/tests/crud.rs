@@ -244,6 +244,36 @@ async fn patches_merge_and_json() {
 }
 
 #[tokio::test]
+async fn concurrent_patches_without_a_resource_version_all_apply() {
+    let c = Cluster::start().await;
+    let h = c.http();
+    expect(&h.json("POST", PODS, &pod("busy", json!({}))).await, 201);
+    let mut tasks = vec![];
+    for i in 0..16 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"metadata": {"labels": {format!("l{i}"): "x"}}});
+            h.patch(&format!("{PODS}/busy"), "application/merge-patch+json", &body)
+                .await
+                .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200, "a patch without a precondition is retried, not refused");
+    }
+    let got = expect(&h.get(&format!("{PODS}/busy")).await, 200);
+    assert_eq!(got["metadata"]["labels"].as_object().unwrap().len(), 16);
+    // A resourceVersion in the patch is a precondition.
+    let stale = json!({"metadata": {"resourceVersion": "1", "labels": {"z": "1"}}});
+    let r = expect(
+        &h.patch(&format!("{PODS}/busy"), "application/merge-patch+json", &stale)
+            .await,
+        409,
+    );
+    assert_eq!(r["reason"], "Conflict");
+}
+
+#[tokio::test]
 async fn bad_input_gets_clear_errors() {
     let c = Cluster::start().await;
     let h = c.http();
