@@ -189,7 +189,12 @@ where
     }
 
     fn notify(&self, old: Option<&K>, new: Option<&K>) {
-        for h in self.handlers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for h in self
+            .handlers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             h(old, new);
         }
     }

@@ -11,6 +11,7 @@ pub mod informer;
 pub mod nodeipam;
 pub mod podutil;
 pub mod queue;
+pub mod replication;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ use std::time::Duration;
 
 use atoll_client::Component;
 use atoll_client::leader::LeaseConfig;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::ReplicationController;
 use prometheus_client::registry::Registry;
 
 /// How the controller manager runs.
@@ -54,7 +57,10 @@ type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Builds every controller (each registers its informer handlers) and runs them with the informers.
 async fn run_controllers(ctx: Context) -> Result<(), Error> {
-    let controllers: Vec<Running> = vec![];
+    let controllers: Vec<Running> = vec![
+        Box::pin(replication::start::<ReplicationController>(&ctx)),
+        Box::pin(replication::start::<ReplicaSet>(&ctx)),
+    ];
     tokio::select! {
         _ = futures::future::join_all(controllers) => Ok(()),
         _ = ctx.informers.run() => Err(Error::WatchEnded("informer")),

@@ -65,9 +65,7 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: jiff::Timestamp) -> 
         None => false,
         Some(_) if min_ready_seconds <= 0 => true,
         Some(None) => false,
-        Some(Some(since)) => {
-            since.as_second() + i64::from(min_ready_seconds) <= now.as_second()
-        }
+        Some(Some(since)) => since.as_second() + i64::from(min_ready_seconds) <= now.as_second(),
     }
 }
 
