@@ -145,3 +145,115 @@ pub fn cpu_time(pid: u32) -> Duration {
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
+
+/// A Node as a kubelet would register it: Ready, 32 CPUs, 128 GiB, 110 pods.
+pub fn node(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+            "topology.kubernetes.io/zone": format!("zone-{}", name.len() % 3)}},
+        "spec": {},
+        "status": {
+            "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "100Gi"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    })
+}
+
+/// Creates `bodies` with POSTs to `path` from 64 concurrent clients; returns creates per second.
+pub async fn create_all(http: &atoll_testkit::Http, path: &'static str, bodies: Vec<Vec<u8>>) -> f64 {
+    let bodies = Arc::new(bodies);
+    let h = http.clone();
+    let total = bodies.len();
+    run(total, 64, move |i| {
+        let (h, bodies) = (h.clone(), bodies.clone());
+        async move {
+            let r = h
+                .send(
+                    "POST",
+                    path,
+                    &[("content-type", "application/json")],
+                    bodies[i].clone(),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        }
+    })
+    .await
+    .per_sec
+}
+
+/// An `atoll <component>` binary (scheduler, controller-manager) as a child process talking to `api`,
+/// without leader election, with its metrics on a free port; killed on drop.
+pub struct ComponentProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its metrics endpoint.
+    pub metrics: atoll_testkit::Http,
+}
+
+impl ComponentProcess {
+    /// Starts `atoll <component> --kubeconfig … --leader-elect=false --metrics-bind-address … <args>`
+    /// and waits for its metrics endpoint.
+    pub fn start(
+        api: &atoll_testkit::ApiProcess,
+        dir: &std::path::Path,
+        component: &str,
+        args: &[&str],
+    ) -> ComponentProcess {
+        let kubeconfig = dir.join(format!("{component}.kubeconfig"));
+        atoll_testkit::write_kubeconfig(&kubeconfig, &api.base);
+        let port = atoll_testkit::free_port();
+        let child = std::process::Command::new(atoll_testkit::atoll_bin())
+            .args([component, "--leader-elect=false", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .arg(format!("--metrics-bind-address=127.0.0.1:{port}"))
+            .args(args)
+            .env("ATOLL_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start atoll {component}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the {component}'s metrics endpoint never opened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ComponentProcess {
+            child,
+            metrics: atoll_testkit::Http::new(&format!("http://127.0.0.1:{port}")),
+        }
+    }
+
+    /// The sum of the samples of metric `name` (a counter's `name_total`, a histogram's
+    /// `name_count`, …) over all its label sets.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let r = self.metrics.get("/metrics").await;
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let bare = series.split('{').next()?;
+                (bare == name).then(|| value.trim().parse::<f64>().ok())?
+            })
+            .sum()
+    }
+
+    /// Bindings the scheduler has written so far (the count of its pod scheduling latency histogram).
+    pub async fn bound(&self) -> u64 {
+        self.metric("scheduler_pod_scheduling_duration_seconds_count")
+            .await as u64
+    }
+}
+
+impl Drop for ComponentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -13,105 +13,14 @@
 //!
 //! Run: `cargo run --release -p atoll-bench --bin sched-bench [-- --quick | --decisions-only | --size NODES/PODS]`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atoll_bench::{NS, cpu_time, etcd_puts, pod, run};
-use atoll_testkit::{ApiProcess, Etcd, Http, atoll_bin, free_port, write_kubeconfig};
+use atoll_bench::{ComponentProcess, NS, cpu_time, create_all, etcd_puts, node, pod};
+use atoll_testkit::{ApiProcess, Etcd, Http};
 use bytes::Bytes;
-use serde_json::{Value, json};
-
-/// A Node as a kubelet would register it.
-fn node(name: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {
-            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-            "topology.kubernetes.io/zone": format!("zone-{}", name.len() % 3)}},
-        "spec": {},
-        "status": {
-            "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "100Gi"},
-            "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "100Gi"},
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    })
-}
-
-/// The `atoll scheduler` binary as a child process; killed on drop.
-struct SchedulerProcess {
-    child: Child,
-    metrics: Http,
-}
-
-impl SchedulerProcess {
-    fn start(api: &ApiProcess, dir: &std::path::Path) -> SchedulerProcess {
-        let kubeconfig = dir.join("scheduler.kubeconfig");
-        write_kubeconfig(&kubeconfig, &api.base);
-        let port = free_port();
-        let child = Command::new(atoll_bin())
-            .args(["scheduler", "--leader-elect=false", "--kubeconfig"])
-            .arg(&kubeconfig)
-            .arg(format!("--metrics-bind-address=127.0.0.1:{port}"))
-            .env("ATOLL_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start atoll scheduler");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the scheduler's metrics endpoint never opened"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        SchedulerProcess {
-            child,
-            metrics: Http::new(&format!("http://127.0.0.1:{port}")),
-        }
-    }
-
-    /// Bindings written so far (the count of the pod scheduling latency histogram).
-    async fn bound(&self) -> u64 {
-        let r = self.metrics.get("/metrics").await;
-        String::from_utf8_lossy(&r.body)
-            .lines()
-            .find_map(|l| l.strip_prefix("scheduler_pod_scheduling_duration_seconds_count "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for SchedulerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Creates `bodies` through the API with 64 clients; returns creates per second.
-async fn create_all(http: &Http, path: &'static str, bodies: Vec<Vec<u8>>) -> f64 {
-    let bodies = Arc::new(bodies);
-    let h = http.clone();
-    let total = bodies.len();
-    run(total, 64, move |i| {
-        let (h, bodies) = (h.clone(), bodies.clone());
-        async move {
-            let r = h
-                .send(
-                    "POST",
-                    path,
-                    &[("content-type", "application/json")],
-                    bodies[i].clone(),
-                )
-                .await;
-            assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-        }
-    })
-    .await
-    .per_sec
-}
+use serde_json::json;
 
 /// The raw etcd write rate at 64 concurrent puts of a pod's bytes.
 async fn etcd_ceiling(etcd: &Etcd, puts: usize, round: usize) -> f64 {
@@ -208,7 +117,7 @@ async fn main() {
             .collect();
         let node_rate = create_all(&http, "/api/v1/nodes", node_bodies).await;
 
-        let scheduler = SchedulerProcess::start(&api, dir.path());
+        let scheduler = ComponentProcess::start(&api, dir.path(), "scheduler", &[]);
         // A first pod, bound, shows the scheduler has listed the nodes.
         let warm = serde_json::to_vec(&pod("warm-up", 0)).expect("json");
         create_all(&http, "/api/v1/namespaces/bench/pods", vec![warm]).await;
