@@ -99,6 +99,27 @@ impl Env {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Runs kubectl until `check` accepts its output, for up to `secs` seconds; returns that output.
+    pub fn wait_for(&self, args: &[&str], secs: u64, check: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let out = self
+                .command(Path::new("/usr/bin/kubectl"), args)
+                .output()
+                .expect("kubectl");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() && check(&text) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kubectl {} never gave what was expected; last: {text}",
+                args.join(" ")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// Starts `atoll <args> --kubeconfig <this environment's kubeconfig>` (a component such as the
     /// scheduler), logging to `<name>.log` in the private directory. It is killed on drop.
     pub fn component(&self, name: &str, args: &[&str]) -> Component {

@@ -1,8 +1,6 @@
 //! The `atoll scheduler` binary, two copies with leader election, driven with the real kubectl:
 //! Node objects stand for nodes (no kubelets yet), pods come from YAML manifests.
 
-use std::time::{Duration, Instant};
-
 use atoll_e2e::Env;
 
 /// Two nodes in one multi-document manifest (a `kind: List` would make kubectl validate against
@@ -47,27 +45,6 @@ spec:
     )
 }
 
-/// Runs kubectl until `check` accepts its output, for up to `secs` seconds.
-fn wait_for(env: &Env, args: &[&str], secs: u64, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let out = env
-            .command(std::path::Path::new("/usr/bin/kubectl"), args)
-            .output()
-            .expect("kubectl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() && check(&text) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kubectl {} never gave what was expected; last: {text}",
-            args.join(" ")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn two_schedulers_one_leader_pods_placed_and_explained() {
     let env = Env::start();
@@ -78,8 +55,7 @@ fn two_schedulers_one_leader_pods_placed_and_explained() {
     );
     let nodes = env.write("nodes.yaml", NODES);
     env.ok(&["create", "-f", &nodes]);
-    let holder = wait_for(
-        &env,
+    let holder = env.wait_for(
         &[
             "get",
             "lease",
@@ -101,21 +77,19 @@ fn two_schedulers_one_leader_pods_placed_and_explained() {
     let fast = env.write("fast.yaml", &pod("fast", "500m", Some("ssd")));
     let any = env.write("any.yaml", &pod("any", "500m", None));
     env.ok(&["create", "-f", &fast, "-f", &any]);
-    wait_for(
-        &env,
+    env.wait_for(
         &["get", "pod", "fast", "-o", "jsonpath={.spec.nodeName}"],
         30,
         |n| n == "node-a",
     );
-    wait_for(
-        &env,
+    env.wait_for(
         &["get", "pod", "any", "-o", "jsonpath={.spec.nodeName}"],
         30,
         |n| n.starts_with("node-"),
     );
     let wide = env.ok(&["get", "pods", "-o", "wide"]);
     assert!(wide.contains("node-a"), "{wide}");
-    wait_for(&env, &["describe", "pod", "fast"], 30, |d| {
+    env.wait_for(&["describe", "pod", "fast"], 30, |d| {
         d.contains("Scheduled") && d.contains("Successfully assigned default/fast to node-a")
     });
 
@@ -123,8 +97,7 @@ fn two_schedulers_one_leader_pods_placed_and_explained() {
     let huge = env.write("huge.yaml", &pod("huge", "3", None));
     env.ok(&["create", "-f", &huge]);
     let why = "0/2 nodes are available: 2 Insufficient cpu.";
-    wait_for(
-        &env,
+    env.wait_for(
         &[
             "get",
             "pod",
@@ -135,8 +108,7 @@ fn two_schedulers_one_leader_pods_placed_and_explained() {
         30,
         |m| m == why,
     );
-    wait_for(
-        &env,
+    env.wait_for(
         &[
             "get",
             "events",
@@ -157,8 +129,7 @@ fn two_schedulers_one_leader_pods_placed_and_explained() {
     first.kill();
     let later = env.write("later.yaml", &pod("later", "100m", Some("hdd")));
     env.ok(&["create", "-f", &later]);
-    wait_for(
-        &env,
+    env.wait_for(
         &["get", "pod", "later", "-o", "jsonpath={.spec.nodeName}"],
         60,
         |n| n == "node-b",
