@@ -7,10 +7,13 @@
 
 pub mod cidr;
 pub mod controller;
+pub mod endpoints;
+pub mod endpointslices;
 pub mod informer;
 pub mod nodeipam;
 pub mod podutil;
 pub mod queue;
+pub mod service_pods;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,7 +57,10 @@ type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Builds every controller (each registers its informer handlers) and runs them with the informers.
 async fn run_controllers(ctx: Context) -> Result<(), Error> {
-    let controllers: Vec<Running> = vec![];
+    let controllers: Vec<Running> = vec![
+        Box::pin(endpoints::start(&ctx)),
+        Box::pin(endpointslices::start(&ctx)),
+    ];
     tokio::select! {
         _ = futures::future::join_all(controllers) => Ok(()),
         _ = ctx.informers.run() => Err(Error::WatchEnded("informer")),
