@@ -2,8 +2,9 @@
 //! an Endpoints object of the same name listing the selected pods' addresses (ready ones in
 //! `addresses`, others in `notReadyAddresses`) with the service's ports resolved per pod, repacked into
 //! subsets of addresses that share the same ports. Services without a selector keep whatever
-//! Endpoints their owners write; a deleted service's Endpoints are deleted. It writes only when the
-//! computed subsets or labels differ from what is stored.
+//! Endpoints their owners write; a deleted service's Endpoints are deleted. Past 1000 addresses the
+//! Endpoints are truncated and annotated `endpoints.kubernetes.io/over-capacity: truncated`. It writes
+//! only when the computed subsets, labels or that annotation differ from what is stored.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,6 +26,10 @@ use crate::service_pods::{self as sp, WORKERS};
 
 /// The label Endpoints and EndpointSlices of headless services carry.
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+/// The annotation marking Endpoints cut down to [`MAX_ADDRESSES`].
+pub const OVER_CAPACITY_ANNOTATION: &str = "endpoints.kubernetes.io/over-capacity";
+/// The most addresses an Endpoints object holds (EndpointSlices hold the rest).
+pub const MAX_ADDRESSES: usize = 1000;
 /// The annotation of Endpoints used as leader-election locks, which are never cleaned up.
 const LEADER_ANNOTATION: &str = "control-plane.alpha.kubernetes.io/leader";
 
@@ -99,25 +104,29 @@ async fn reconcile(ctl: &Ctl, key: &str) -> Result<Requeue, ReconcileError> {
         return Ok(None);
     }
     let pods = sp::selected_pods(&svc, &ctl.pods);
-    let subsets = desired_subsets(&svc, &pods);
+    let mut subsets = desired_subsets(&svc, &pods);
+    let truncated = truncate(&mut subsets);
     let labels = desired_labels(&svc);
     let current = ctl.endpoints.get(ns, name);
     let (result, created) = match current {
-        Some(cur) if up_to_date(&cur, &subsets, &labels) => return Ok(None),
+        Some(cur) if up_to_date(&cur, &subsets, &labels, truncated) => return Ok(None),
         Some(cur) => {
             let mut new = (*cur).clone();
             new.subsets = non_empty(subsets);
             new.metadata.labels = Some(labels);
+            set_over_capacity(&mut new.metadata, truncated);
             (api.replace(name, &PostParams::default(), &new).await, false)
         }
         None => {
+            let mut metadata = ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            set_over_capacity(&mut metadata, truncated);
             let new = Endpoints {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    namespace: Some(ns.into()),
-                    labels: Some(labels),
-                    ..Default::default()
-                },
+                metadata,
                 subsets: non_empty(subsets),
             };
             (api.create(&PostParams::default(), &new).await, true)
@@ -170,9 +179,70 @@ fn up_to_date(
     cur: &Endpoints,
     subsets: &[EndpointSubset],
     labels: &BTreeMap<String, String>,
+    truncated: bool,
 ) -> bool {
     let cur_labels = cur.metadata.labels.clone().unwrap_or_default();
-    &cur_labels == labels && canonical(cur.subsets.clone().unwrap_or_default()) == subsets
+    let marked = cur
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OVER_CAPACITY_ANNOTATION))
+        .is_some_and(|v| v == "truncated");
+    &cur_labels == labels
+        && marked == truncated
+        && canonical(cur.subsets.clone().unwrap_or_default()) == subsets
+}
+
+/// Sets or removes the over-capacity annotation.
+fn set_over_capacity(meta: &mut ObjectMeta, truncated: bool) {
+    if truncated {
+        meta.annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(OVER_CAPACITY_ANNOTATION.into(), "truncated".into());
+    } else if let Some(a) = meta.annotations.as_mut() {
+        a.remove(OVER_CAPACITY_ANNOTATION);
+    }
+}
+
+/// Kubernetes' `truncateEndpoints`: keeps at most [`MAX_ADDRESSES`] addresses, each subset keeping its
+/// share (rounded up, until none is left). Not-ready addresses go first: only if the ready ones alone
+/// are too many are they cut too (and every not-ready one dropped). Returns whether it cut anything.
+fn truncate(subsets: &mut Vec<EndpointSubset>) -> bool {
+    let len = |l: &Option<Vec<EndpointAddress>>| l.as_ref().map_or(0, Vec::len);
+    let ready: usize = subsets.iter().map(|s| len(&s.addresses)).sum();
+    let total: usize = ready
+        + subsets
+            .iter()
+            .map(|s| len(&s.not_ready_addresses))
+            .sum::<usize>();
+    if total <= MAX_ADDRESSES {
+        return false;
+    }
+    let cut_ready = ready > MAX_ADDRESSES;
+    let (room, pool) = if cut_ready {
+        (MAX_ADDRESSES, ready)
+    } else {
+        (MAX_ADDRESSES - ready, total - ready)
+    };
+    let mut left = room;
+    for s in subsets.iter_mut() {
+        let list = if cut_ready {
+            s.not_ready_addresses = None;
+            &mut s.addresses
+        } else {
+            &mut s.not_ready_addresses
+        };
+        let share = (len(list) * room).div_ceil(pool.max(1)).min(left);
+        if let Some(l) = list.as_mut() {
+            l.truncate(share);
+        }
+        left -= len(list);
+        if list.as_ref().is_some_and(Vec::is_empty) {
+            *list = None;
+        }
+    }
+    subsets.retain(|s| s.addresses.is_some() || s.not_ready_addresses.is_some());
+    true
 }
 
 /// The Endpoints' labels: the service's, plus the headless label for a headless service.
@@ -550,9 +620,54 @@ mod tests {
             },
             subsets: Some(stored),
         };
-        assert!(up_to_date(&ep, &want, &desired_labels(&s)));
+        assert!(up_to_date(&ep, &want, &desired_labels(&s), false));
         let other = desired_subsets(&s, &pods[..1]);
-        assert!(!up_to_date(&ep, &other, &desired_labels(&s)));
-        assert!(!up_to_date(&ep, &want, &BTreeMap::new()));
+        assert!(!up_to_date(&ep, &other, &desired_labels(&s), false));
+        assert!(!up_to_date(&ep, &want, &BTreeMap::new(), false));
+        assert!(!up_to_date(&ep, &want, &desired_labels(&s), true));
+    }
+
+    #[test]
+    fn over_capacity_is_truncated_not_ready_first() {
+        let s = svc(
+            json!({"selector": {"app": "a"}, "ports": [{"port": 80, "targetPort": 80, "protocol": "TCP"}]}),
+        );
+        let count = |subsets: &[EndpointSubset]| -> (usize, usize) {
+            subsets.iter().fold((0, 0), |(r, n), ss| {
+                (
+                    r + ss.addresses.as_ref().map_or(0, Vec::len),
+                    n + ss.not_ready_addresses.as_ref().map_or(0, Vec::len),
+                )
+            })
+        };
+        let pods: Vec<Arc<Pod>> = (0..1200)
+            .map(|i| {
+                pod(
+                    &format!("p{i}"),
+                    &format!("10.0.{}.{}", i / 200, i % 200 + 1),
+                    i < 700,
+                    json!([]),
+                )
+            })
+            .collect();
+        let mut subsets = desired_subsets(&s, &pods);
+        assert!(truncate(&mut subsets));
+        assert_eq!(count(&subsets), (700, 300));
+        let pods: Vec<Arc<Pod>> = (0..1200)
+            .map(|i| {
+                pod(
+                    &format!("p{i}"),
+                    &format!("10.0.{}.{}", i / 200, i % 200 + 1),
+                    i < 1100,
+                    json!([]),
+                )
+            })
+            .collect();
+        let mut subsets = desired_subsets(&s, &pods);
+        assert!(truncate(&mut subsets));
+        assert_eq!(count(&subsets), (1000, 0));
+        let mut small = desired_subsets(&s, &pods[..10]);
+        assert!(!truncate(&mut small));
+        assert_eq!(count(&small), (10, 0));
     }
 }
