@@ -48,7 +48,7 @@ struct Ctl {
     pods: Store<Pod>,
     nodes: Store<Node>,
     slices: Store<EndpointSlice>,
-    tracker: Tracker,
+    tracker: Arc<Tracker>,
     recorder: Recorder,
 }
 
@@ -61,12 +61,15 @@ pub fn start(ctx: &Context) -> impl Future<Output = ()> + Send + 'static {
     let slices = ctx.informers.get::<EndpointSlice>();
     let queue = ctx.metrics.queue("endpointslice");
     sp::watch_services_and_pods(&services, &pods, &queue);
+    let tracker = Arc::new(Tracker::default());
     {
         // Any change to a managed slice (ours or someone else's) has its service looked at again;
         // the first list so queues the services of slices whose service went while we were down.
         let q = queue.clone();
+        let t = tracker.clone();
         slices.on_change(move |old, new| {
             if let Some(key) = new.or(old).and_then(service_key) {
+                t.observed(&key, new.or(old), new.is_some());
                 q.add(key);
             }
         });
@@ -77,7 +80,7 @@ pub fn start(ctx: &Context) -> impl Future<Output = ()> + Send + 'static {
         pods: pods.store(),
         nodes: nodes.store(),
         slices: slices.store(),
-        tracker: Tracker::default(),
+        tracker,
         recorder: Recorder::new(ctx.client.clone(), "endpoint-slice-controller", None),
     });
     let metrics = ctx.metrics.clone();
@@ -236,6 +239,21 @@ impl Tracker {
         map.entry(service.to_string())
             .or_default()
             .insert(name, (what, Instant::now()));
+    }
+
+    /// Forgets what an informer event shows: a slice of ours seen (`present`) or seen deleted.
+    fn observed(&self, service: &str, slice: Option<&EndpointSlice>, present: bool) {
+        let Some(name) = slice.and_then(|s| s.metadata.name.as_deref()) else {
+            return;
+        };
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(expected) = map.get_mut(service)
+            && expected
+                .get(name)
+                .is_some_and(|(what, _)| !present || *what == Expect::Present)
+        {
+            expected.remove(name);
+        }
     }
 
     /// Whether `cached` (the service's slices in the cache) misses a write of ours; forgets the
@@ -954,7 +972,11 @@ mod tests {
         assert!(!t.stale("ns/s", &[Arc::new(made.clone())]));
         assert!(!t.stale("ns/s", &[]));
         t.expect("ns/s", &made, Expect::Gone);
-        assert!(t.stale("ns/s", &[Arc::new(made)]));
+        assert!(t.stale("ns/s", &[Arc::new(made.clone())]));
+        assert!(!t.stale("ns/s", &[]));
+        // Made, then deleted by someone else before the cache showed it: the delete event settles it.
+        t.expect("ns/s", &made, Expect::Present);
+        t.observed("ns/s", Some(&made), false);
         assert!(!t.stale("ns/s", &[]));
     }
 }
