@@ -7,11 +7,14 @@
 
 pub mod cidr;
 pub mod controller;
+pub mod endpoints;
+pub mod endpointslices;
 pub mod informer;
 pub mod nodeipam;
 pub mod podutil;
 pub mod queue;
 pub mod replication;
+pub mod service_pods;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -60,6 +63,8 @@ async fn run_controllers(ctx: Context) -> Result<(), Error> {
     let controllers: Vec<Running> = vec![
         Box::pin(replication::start::<ReplicationController>(&ctx)),
         Box::pin(replication::start::<ReplicaSet>(&ctx)),
+        Box::pin(endpoints::start(&ctx)),
+        Box::pin(endpointslices::start(&ctx)),
     ];
     tokio::select! {
         _ = futures::future::join_all(controllers) => Ok(()),
