@@ -9,6 +9,7 @@ pub mod cidr;
 pub mod controller;
 pub mod informer;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod podutil;
 pub mod queue;
 
@@ -35,6 +36,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// Delay every watch event by this much: a deliberately slow cache, for tests only.
     pub cache_delay: Option<Duration>,
+    /// The node lifecycle controller's periods, grace periods and eviction rates (Kubernetes' defaults).
+    pub node_lifecycle: nodelifecycle::Settings,
 }
 
 /// What every controller is built from: the client, the shared informers, the metrics, the flags.
@@ -54,7 +57,7 @@ type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Builds every controller (each registers its informer handlers) and runs them with the informers.
 async fn run_controllers(ctx: Context) -> Result<(), Error> {
-    let controllers: Vec<Running> = vec![];
+    let controllers: Vec<Running> = vec![Box::pin(nodelifecycle::start(&ctx))];
     tokio::select! {
         _ = futures::future::join_all(controllers) => Ok(()),
         _ = ctx.informers.run() => Err(Error::WatchEnded("informer")),
