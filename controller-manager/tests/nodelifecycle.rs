@@ -546,3 +546,49 @@ async fn unhealthy_nodes_are_tainted_at_the_eviction_rate() {
     );
     assert!(!any_no_execute(&client, &["up1", "up2", "up3"]).await);
 }
+
+#[tokio::test]
+async fn pending_evictions_stop_when_every_node_goes_down() {
+    let c = Cluster::start().await;
+    let client = c.kube_client();
+    add_node(&client, "first", None).await;
+    add_node(&client, "last", None).await;
+    let first = Kubelet::start(&client, "first", "True");
+    let last = Kubelet::start(&client, "last", "True");
+    add_pod(&client, "waiting", "first", tolerate_unreachable(Some(4))).await;
+    let _cm = start(&c, fast());
+    eventually("both kubelets to be up", || async {
+        let ok = ready(&node(&client, "first").await).as_deref() == Some("True")
+            && ready(&node(&client, "last").await).as_deref() == Some("True");
+        ok.then_some(())
+    })
+    .await;
+    // One node goes: tainted, its pod due for eviction in 4 s.
+    drop(first);
+    eventually("first to be tainted NoExecute", || async {
+        has_taint(&node(&client, "first").await, UNREACHABLE, "NoExecute").then_some(())
+    })
+    .await;
+    // Then the other: every node is down, so the taint comes off and the eviction is cancelled.
+    drop(last);
+    eventually("first to lose its NoExecute taint", || async {
+        let n = node(&client, "first").await;
+        let down = ready(&node(&client, "last").await).as_deref() == Some("Unknown");
+        (down && !has_taint(&n, UNREACHABLE, "NoExecute")).then_some(())
+    })
+    .await;
+    let ev = event(&client, "waiting", "TaintManagerEviction").await;
+    assert_eq!(
+        ev.message.as_deref(),
+        Some("Cancelling deletion of Pod default/waiting")
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(live_pod(&client, "waiting").await.is_some());
+    assert!(!any_no_execute(&client, &["first", "last"]).await);
+    // The NoSchedule taints stay: nothing new is placed on them.
+    assert!(has_taint(
+        &node(&client, "last").await,
+        UNREACHABLE,
+        "NoSchedule"
+    ));
+}
