@@ -291,6 +291,11 @@ async fn a_silent_node_goes_unknown_is_tainted_evicted_and_restored_when_it_retu
         .expect("NoExecute taint");
     assert!(no_execute.time_added.is_some(), "{no_execute:?}");
     assert!(!has_taint(&gone, NOT_READY, "NoExecute"));
+    let ev = event(&client, "alive", "RegisteredNode").await;
+    assert_eq!(
+        ev.message.as_deref(),
+        Some("Registered Node alive in Controller")
+    );
     let ev = event(&client, "dead", "NodeNotReady").await;
     assert_eq!(
         ev.message.as_deref(),

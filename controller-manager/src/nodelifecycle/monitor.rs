@@ -6,11 +6,12 @@
 //! write is simply tried again on the next one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_client::events::{EventType, Recorder};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod, PodCondition, Taint};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, PodCondition, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, Resource, ResourceExt};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -35,6 +36,8 @@ pub struct Monitor {
     pods: Store<Pod>,
     by_node: PodsByNode,
     health: HashMap<String, Heartbeat>,
+    /// The nodes seen so far, to tell of nodes coming and going.
+    known: HashMap<String, ObjectReference>,
     /// Each node's Ready status as the last pass judged it (including what it wrote itself).
     judged: HashMap<String, String>,
     zones: Zones,
@@ -78,6 +81,7 @@ impl Monitor {
             pods,
             by_node,
             health: HashMap::new(),
+            known: HashMap::new(),
             judged: HashMap::new(),
             zones: Zones::new(rates),
         }
@@ -105,6 +109,7 @@ impl Monitor {
     pub async fn pass(&mut self, now: Instant) {
         let nodes = self.nodes.list();
         let names: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+        self.register(&nodes, &names);
         self.health.retain(|n, _| names.contains(n));
         self.judged.retain(|n, _| names.contains(n));
         self.zones.retain(&names);
@@ -140,6 +145,45 @@ impl Monitor {
                 self.mark_pods_not_ready(&node).await;
             }
         }
+    }
+
+    /// Tells of nodes this controller sees for the first time and of nodes that went, as Kubernetes'
+    /// `RegisteredNode` and `RemovingNode` events.
+    /// Recorded in the background, so that a first pass over many nodes is not held up.
+    fn register(&mut self, nodes: &[Arc<Node>], names: &BTreeSet<String>) {
+        let mut events = vec![];
+        let gone: Vec<String> = self
+            .known
+            .keys()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(r) = self.known.remove(&name) {
+                let message = format!("Removing Node {name} from Controller");
+                events.push((r, "RemovingNode", message));
+            }
+        }
+        for node in nodes {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.known.entry(node.name_any())
+            {
+                let r = node.object_ref(&());
+                let message = format!("Registered Node {} in Controller", e.key());
+                events.push((r.clone(), "RegisteredNode", message));
+                e.insert(r);
+            }
+        }
+        if events.is_empty() {
+            return;
+        }
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            for (r, reason, message) in events {
+                recorder
+                    .record(&r, EventType::Normal, reason, &message)
+                    .await;
+            }
+        });
     }
 
     /// Takes in the node's heartbeats and, if it has been silent too long, writes its conditions as
