@@ -151,7 +151,10 @@ impl Manager {
                     }
                     p.since
                 };
-                let due = since + toleration;
+                let Some(due) = since.checked_add(toleration) else {
+                    // Beyond any clock: as good as forever.
+                    return Ok(None);
+                };
                 if due <= now {
                     self.evict(&key, &pod).await
                 } else {
