@@ -28,7 +28,7 @@ enum Command {
     Apiserver(ApiserverArgs),
     /// Run the scheduler (assigns pending pods to nodes).
     Scheduler(SchedulerArgs),
-    /// Run the controller manager (so far: node pod-CIDR allocation).
+    /// Run the controller manager (node pod-CIDR allocation, node lifecycle and taint-based eviction).
     ControllerManager(ControllerManagerArgs),
 }
 
@@ -49,6 +49,27 @@ struct ControllerManagerArgs {
     /// Address for /metrics and /healthz.
     #[arg(long, default_value = "127.0.0.1:10257")]
     metrics_bind_address: std::net::SocketAddr,
+    /// How often node health is checked (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = atoll_controller_manager::nodelifecycle::parse_duration)]
+    node_monitor_period: std::time::Duration,
+    /// How long a node may go without renewing its Lease or posting status before it is marked Unknown.
+    #[arg(long, default_value = "40s", value_parser = atoll_controller_manager::nodelifecycle::parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// How long a node that never posted a Ready condition may stay silent before it is marked Unknown.
+    #[arg(long, default_value = "60s", value_parser = atoll_controller_manager::nodelifecycle::parse_duration)]
+    node_startup_grace_period: std::time::Duration,
+    /// Unhealthy nodes NoExecute-tainted (their pods evicted) per second in a healthy zone.
+    #[arg(long, default_value_t = 0.1)]
+    node_eviction_rate: f64,
+    /// Nodes per second when a zone is unhealthy in a cluster larger than --large-cluster-size-threshold.
+    #[arg(long, default_value_t = 0.01)]
+    secondary_node_eviction_rate: f64,
+    /// The share of not-Ready nodes (more than 2) from which a zone counts as unhealthy.
+    #[arg(long, default_value_t = 0.55)]
+    unhealthy_zone_threshold: f64,
+    /// Clusters of at most this many nodes stop evicting in an unhealthy zone instead of slowing down.
+    #[arg(long, default_value_t = 50)]
+    large_cluster_size_threshold: usize,
 }
 
 #[derive(clap::Args)]
@@ -158,6 +179,15 @@ fn main() -> anyhow::Result<()> {
                     )
                 }),
                 metrics_addr: Some(a.metrics_bind_address),
+                node_lifecycle: atoll_controller_manager::nodelifecycle::Settings {
+                    node_monitor_period: a.node_monitor_period,
+                    node_monitor_grace_period: a.node_monitor_grace_period,
+                    node_startup_grace_period: a.node_startup_grace_period,
+                    node_eviction_rate: a.node_eviction_rate,
+                    secondary_node_eviction_rate: a.secondary_node_eviction_rate,
+                    unhealthy_zone_threshold: a.unhealthy_zone_threshold,
+                    large_cluster_size_threshold: a.large_cluster_size_threshold,
+                },
                 ..Default::default()
             };
             atoll_controller_manager::run_until(client, config, atoll_client::terminated())

@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod endpointslices;
 pub mod informer;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod podutil;
 pub mod queue;
 pub mod replication;
@@ -41,6 +42,8 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// Delay every watch event by this much: a deliberately slow cache, for tests only.
     pub cache_delay: Option<Duration>,
+    /// The node lifecycle controller's periods, grace periods and eviction rates (Kubernetes' defaults).
+    pub node_lifecycle: nodelifecycle::Settings,
 }
 
 /// What every controller is built from: the client, the shared informers, the metrics, the flags.
@@ -65,6 +68,7 @@ async fn run_controllers(ctx: Context) -> Result<(), Error> {
         Box::pin(replication::start::<ReplicaSet>(&ctx)),
         Box::pin(endpoints::start(&ctx)),
         Box::pin(endpointslices::start(&ctx)),
+        Box::pin(nodelifecycle::start(&ctx)),
     ];
     tokio::select! {
         _ = futures::future::join_all(controllers) => Ok(()),
