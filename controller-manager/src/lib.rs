@@ -7,7 +7,9 @@
 
 pub mod cidr;
 pub mod controller;
+pub mod discovery;
 pub mod informer;
+pub mod namespace;
 pub mod nodeipam;
 pub mod podutil;
 pub mod queue;
@@ -54,7 +56,7 @@ type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Builds every controller (each registers its informer handlers) and runs them with the informers.
 async fn run_controllers(ctx: Context) -> Result<(), Error> {
-    let controllers: Vec<Running> = vec![];
+    let controllers: Vec<Running> = vec![Box::pin(namespace::start(&ctx))];
     tokio::select! {
         _ = futures::future::join_all(controllers) => Ok(()),
         _ = ctx.informers.run() => Err(Error::WatchEnded("informer")),
