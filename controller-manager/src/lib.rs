@@ -8,6 +8,7 @@
 pub mod cidr;
 pub mod controller;
 pub mod discovery;
+pub mod gc;
 pub mod informer;
 pub mod namespace;
 pub mod nodeipam;
@@ -56,7 +57,10 @@ type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Builds every controller (each registers its informer handlers) and runs them with the informers.
 async fn run_controllers(ctx: Context) -> Result<(), Error> {
-    let controllers: Vec<Running> = vec![Box::pin(namespace::start(&ctx))];
+    let controllers: Vec<Running> = vec![
+        Box::pin(namespace::start(&ctx)),
+        Box::pin(gc::start(&ctx)),
+    ];
     tokio::select! {
         _ = futures::future::join_all(controllers) => Ok(()),
         _ = ctx.informers.run() => Err(Error::WatchEnded("informer")),
