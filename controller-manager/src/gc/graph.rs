@@ -215,6 +215,10 @@ impl Graph {
                 {
                     work.delete.push(dependent.uid.clone());
                 }
+                if !owner.observed {
+                    // Is the owner there at all (it may have gone already)? The worker looks.
+                    work.delete.push(r.uid.clone());
+                }
             }
             None => {
                 let identity = Identity {
@@ -334,6 +338,13 @@ mod tests {
         assert_eq!(w.delete, vec!["p1".to_string()]);
         assert_eq!(absent.map(|i| i.name), Some("o".into()));
         assert!(g.node("o1").is_some_and(|n| !n.observed));
+        // A new dependent of the gone owner gets the owner looked at again.
+        let w = g.upsert(obs(
+            id("Pod", "ns", "p2", "p2"),
+            vec![owner_ref("ConfigMap", "o", "o1", true)],
+        ));
+        assert_eq!(w.delete, vec!["o1".to_string()]);
+        g.remove("p2");
         // The dependent drops the reference: the virtual node goes.
         g.upsert(obs(id("Pod", "ns", "p", "p1"), vec![]));
         assert!(g.node("o1").is_none());

@@ -2,16 +2,60 @@
 //! and the periodic rediscovery that starts monitors for resources the server begins serving and
 //! stops those it no longer serves.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use atoll_client::lean::Lean;
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::{ApiResource, DynamicResourceScope};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource};
+use serde::{Deserialize, Deserializer};
 
 use super::Collector;
 use super::graph::{Identity, Observed};
 use crate::discovery::{self, Discovered, Meta, Served};
+
+/// An object's metadata decoded without its managedFields ([`Lean`]), requested metadata-only
+/// (`as=PartialObjectMetadata`): what a monitor watches.
+#[derive(Debug, Clone)]
+struct LeanMeta(Meta);
+
+impl<'de> Deserialize<'de> for LeanMeta {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Lean::<Meta>::deserialize(d).map(|l| LeanMeta(l.0))
+    }
+}
+
+impl Resource for LeanMeta {
+    type DynamicType = ApiResource;
+    type Scope = DynamicResourceScope;
+
+    fn metadata_api() -> bool {
+        true
+    }
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        Meta::kind(dt)
+    }
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        Meta::group(dt)
+    }
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        Meta::version(dt)
+    }
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        Meta::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.0.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.metadata
+    }
+}
 
 /// Resources the collector ignores, as Kubernetes' default (group, resource).
 const IGNORED: [(&str, &str); 2] = [("", "events"), ("events.k8s.io", "events")];
@@ -80,8 +124,8 @@ pub fn sync_monitors(gc: &Arc<Collector>, found: &Discovered) {
 }
 
 /// The graph's view of one observed object (None without a uid).
-fn observed(served: &Served, m: &Meta) -> Option<Observed> {
-    let meta = &m.metadata;
+fn observed(served: &Served, m: &LeanMeta) -> Option<Observed> {
+    let meta = m.meta();
     let uid = meta.uid.clone().filter(|u| !u.is_empty())?;
     Some(Observed {
         identity: Identity {
@@ -100,7 +144,7 @@ fn observed(served: &Served, m: &Meta) -> Option<Observed> {
 /// Lists and watches `served` by metadata, feeding the graph, until stopped. After every (re)list,
 /// objects that were not listed again are removed from the graph.
 async fn run(gc: Arc<Collector>, served: Arc<Served>, synced: Arc<AtomicBool>) {
-    let api = served.metadata(gc.client(), None);
+    let api: Api<LeanMeta> = Api::all_with(gc.client().clone(), &served.resource);
     let stream = watcher(api, watcher::Config::default()).default_backoff();
     let mut stream = std::pin::pin!(stream);
     let mut known: HashSet<String> = HashSet::new();
@@ -128,7 +172,7 @@ async fn run(gc: Arc<Collector>, served: Arc<Served>, synced: Arc<AtomicBool>) {
                 }
             }
             Ok(watcher::Event::Delete(m)) => {
-                if let Some(uid) = m.metadata.uid.as_deref() {
+                if let Some(uid) = m.meta().uid.as_deref() {
                     known.remove(uid);
                     gc.remove(uid);
                 }
@@ -154,5 +198,21 @@ pub async fn resync(gc: Arc<Collector>, period: std::time::Duration) {
             Err(e) => tracing::warn!("garbage collector discovery failed: {e}"),
         }
         tokio::time::sleep(period).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitors_decode_metadata_without_managed_fields() {
+        let json = serde_json::json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"name": "a", "uid": "u", "managedFields": [{"manager": "m", "operation": "Update"}],
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "o1"}]}});
+        let m: LeanMeta = serde_json::from_value(json).expect("decodes");
+        assert!(m.meta().managed_fields.is_none());
+        assert_eq!(m.meta().owner_references.as_ref().map(Vec::len), Some(1));
+        assert!(LeanMeta::metadata_api());
     }
 }
