@@ -217,3 +217,56 @@ async fn content_with_a_finalizer_holds_the_namespace_terminating_with_condition
     gone(&nss, "held").await;
     cm.abort();
 }
+
+#[tokio::test]
+async fn a_bound_pod_is_deleted_with_its_grace_period_and_holds_the_namespace_until_it_goes() {
+    let c = Cluster::start().await;
+    let client = c.kube_client();
+    let cm = start(&c);
+    namespace(&client, "graceful").await;
+    let _: Pod = create(
+        &client,
+        "graceful",
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}], "terminationGracePeriodSeconds": 600}}),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "graceful");
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}});
+    let _: Value = pods
+        .create_subresource("binding", "p", &PostParams::default(), &binding)
+        .await
+        .expect("bind");
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.delete("graceful", &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    // The pod is being deleted with its grace period (a kubelet would stop it); the namespace waits.
+    let ns = eventually("the remaining pod to be reported", || async {
+        let ns = nss.get("graceful").await.ok()?;
+        let (st, _, _) = condition(&ns, "NamespaceContentRemaining")?;
+        (st == "True").then_some(ns)
+    })
+    .await;
+    assert_eq!(
+        condition(&ns, "NamespaceContentRemaining").map(|c| c.2),
+        Some("Some resources are remaining: pods. has 1 resource instances".into())
+    );
+    assert_eq!(
+        condition(&ns, "NamespaceFinalizersRemaining").map(|c| (c.0, c.1)),
+        Some(("False".into(), "ContentHasNoFinalizers".into()))
+    );
+    let pod = pods.get("p").await.expect("pod waits");
+    assert_eq!(pod.metadata.deletion_grace_period_seconds, Some(600));
+    // What a kubelet does once the containers stopped: the final delete.
+    pods.delete(
+        "p",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .expect("final delete");
+    gone(&nss, "graceful").await;
+    cm.abort();
+}
