@@ -7,9 +7,12 @@
 
 pub mod cidr;
 pub mod controller;
+pub mod discovery;
 pub mod endpoints;
 pub mod endpointslices;
+pub mod gc;
 pub mod informer;
+pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podutil;
@@ -69,6 +72,8 @@ async fn run_controllers(ctx: Context) -> Result<(), Error> {
         Box::pin(endpoints::start(&ctx)),
         Box::pin(endpointslices::start(&ctx)),
         Box::pin(nodelifecycle::start(&ctx)),
+        Box::pin(namespace::start(&ctx)),
+        Box::pin(gc::start(&ctx)),
     ];
     tokio::select! {
         _ = futures::future::join_all(controllers) => Ok(()),
