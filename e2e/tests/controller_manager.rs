@@ -1,5 +1,7 @@
 //! The `atoll controller-manager` binary driven with the real kubectl: replication controllers scaled
-//! up and down. No scheduler or kubelets run, so pods stay unbound (and are deleted at once).
+//! up and down, deleted leaving their pods (`--cascade=orphan`) and with them (the garbage collector),
+//! and namespaces deleted with their content. No scheduler or kubelets run, so pods stay unbound (and
+//! are deleted at once).
 
 use atoll_e2e::Env;
 
@@ -20,12 +22,34 @@ spec:
         command: [sleep, '3600']
 ";
 
+const TEAM: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: team
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: team
+data: {a: b}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: team
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+";
+
 fn pods(text: &str) -> usize {
     text.lines().filter(|l| l.starts_with("pod/")).count()
 }
 
 #[test]
-fn kubectl_scales_a_replication_controller() {
+fn kubectl_scales_orphans_cascades_and_deletes_namespaces() {
     let env = Env::start();
     let metrics = format!(
         "--metrics-bind-address=127.0.0.1:{}",
@@ -52,4 +76,45 @@ fn kubectl_scales_a_replication_controller() {
     let described = env.ok(&["describe", "rc", "web"]);
     assert!(described.contains("SuccessfulCreate"), "{described}");
     assert!(described.contains("SuccessfulDelete"), "{described}");
+
+    // Orphaned: the RC goes (kubectl waits for it), its pod stays, no longer owned.
+    env.ok(&["scale", "rc", "web", "--replicas=3"]);
+    env.wait_for(&list, 60, |t| pods(t) == 3);
+    env.ok(&["delete", "rc", "web", "--cascade=orphan"]);
+    env.fails(&["get", "rc", "web"]);
+    let owners = env.wait_for(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.ownerReferences}",
+        ],
+        60,
+        |t| t.trim().is_empty(),
+    );
+    assert!(owners.trim().is_empty());
+    assert_eq!(pods(&env.ok(&list)), 3);
+
+    // A new RC adopts the orphans; deleting it (background cascade) takes them along.
+    env.ok(&["create", "-f", &rc]);
+    env.wait_for(&list, 60, |t| pods(t) == 2);
+    env.ok(&["delete", "rc", "web"]);
+    env.wait_for(&list, 60, |t| pods(t) == 0);
+
+    // A namespace with an RC, its pods, a service and a config map is deleted completely.
+    // (From manifests: kubectl's generators send protobuf, which is not served yet.)
+    let team = env.write("team.yaml", TEAM);
+    env.ok(&["create", "-f", &team]);
+    env.ok(&["create", "-n", "team", "-f", &rc]);
+    env.wait_for(&["get", "pods", "-n", "team", "-o", "name"], 60, |t| {
+        pods(t) == 2
+    });
+    env.ok(&["delete", "namespace", "team", "--timeout=60s"]);
+    let err = env.fails(&["get", "namespace", "team"]);
+    assert!(
+        err.contains("NotFound") || err.contains("not found"),
+        "{err}"
+    );
 }
