@@ -597,3 +597,77 @@ async fn pending_evictions_stop_when_every_node_goes_down() {
         "NoSchedule"
     ));
 }
+
+/// The pods of RC `web` that are not being deleted, with the node each is bound to ("" if none).
+async fn rc_pods(client: &kube::Client) -> Vec<(String, String)> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let node = p.spec.and_then(|s| s.node_name).unwrap_or_default();
+            (p.metadata.name.unwrap_or_default(), node)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pods_of_a_lost_node_are_evicted_and_their_controller_recreates_them() {
+    let c = Cluster::start().await;
+    let client = c.kube_client();
+    add_node(&client, "kept", None).await;
+    add_node(&client, "lost", None).await;
+    let _kept = Kubelet::start(&client, "kept", "True");
+    let lost = Kubelet::start(&client, "lost", "True");
+    let rc = json!({
+        "apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"app": "web"}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}], "tolerations": tolerate_both(1)}}},
+    });
+    let rcs: Api<k8s_openapi::api::core::v1::ReplicationController> =
+        Api::namespaced(client.clone(), "default");
+    rcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(rc).expect("rc"),
+    )
+    .await
+    .expect("create rc");
+    let _cm = start(&c, fast());
+    let first = eventually("two pods", || async {
+        let p = rc_pods(&client).await;
+        (p.len() == 2).then_some(p)
+    })
+    .await;
+    // Standing in for the scheduler: both go to "lost".
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, _) in &first {
+        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+            "target": {"kind": "Node", "name": "lost"}});
+        pods.create_subresource::<Value, Value>("binding", name, &PostParams::default(), &binding)
+            .await
+            .expect("bind");
+    }
+    drop(lost);
+    // Tainted after 2 s of silence, evicted 1 s later; the RC makes two new pods, none on "lost"
+    // (which the scheduler now avoids: it carries the unreachable NoSchedule taint).
+    let replaced = eventually("the evicted pods replaced", || async {
+        let p = rc_pods(&client).await;
+        let fresh = p.len() == 2 && p.iter().all(|(n, _)| first.iter().all(|(f, _)| f != n));
+        fresh.then_some(p)
+    })
+    .await;
+    assert!(
+        replaced.iter().all(|(_, node)| node != "lost"),
+        "{replaced:?}"
+    );
+    assert!(has_taint(
+        &node(&client, "lost").await,
+        UNREACHABLE,
+        "NoSchedule"
+    ));
+    event(&client, &first[0].0, "TaintManagerEviction").await;
+}
