@@ -85,7 +85,8 @@ async fn a_deleted_namespace_loses_all_its_content_then_goes() {
     let _: Service = create(
         &client,
         "doomed",
-        json!({"metadata": {"name": "s"}, "spec": {"selector": {"app": "a"}, "ports": [{"port": 80}]}}),
+        // No selector: its Endpoints are written by hand below, not by the endpoints controller.
+        json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}}),
     )
     .await;
     let _: ConfigMap = create(
