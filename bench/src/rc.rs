@@ -98,8 +98,16 @@ async fn main() {
     let manager = ComponentProcess::start(&api, dir.path(), "controller-manager", &[]);
 
     // 1. The baseline: the client creates the pods itself.
+    // Without the benchmark pod's owner reference: it names an RC that does not exist, so the garbage
+    // collector would delete them.
     let bodies: Vec<Vec<u8>> = (0..replicas)
-        .map(|i| serde_json::to_vec(&pod(&format!("p{i}"), i)).expect("json"))
+        .map(|i| {
+            let mut p = pod(&format!("p{i}"), i);
+            p["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("ownerReferences"));
+            serde_json::to_vec(&p).expect("json")
+        })
         .collect();
     let start = Instant::now();
     create_all(&http, "/api/v1/namespaces/bench/pods", bodies).await;

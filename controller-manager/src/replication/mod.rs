@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use atoll_api::selector::LabelSelector;
 use atoll_client::events::{EventType, Recorder};
+use atoll_client::lean::Lean;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -301,14 +302,14 @@ impl<K: Replicated> Replication<K> {
                 None => {}
             }
         }
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let api: Api<Lean<Pod>> = Api::namespaced(self.client.clone(), &ns);
         if !adopt.is_empty() && self.can_adopt(owner).await? {
             let mine = podutil::controller_ref(owner);
             for pod in adopt {
                 let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
                 refs.push(mine.clone());
                 match self.set_owners(&api, &pod, refs).await {
-                    Ok(p) => owned.push(Arc::new(p)),
+                    Ok(p) => owned.push(Arc::new(p.0)),
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -344,10 +345,10 @@ impl<K: Replicated> Replication<K> {
     /// Writes `refs` as the pod's ownerReferences, if the pod is still as cached.
     async fn set_owners(
         &self,
-        api: &Api<Pod>,
+        api: &Api<Lean<Pod>>,
         pod: &Pod,
         refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-    ) -> Result<Pod, kube::Error> {
+    ) -> Result<Lean<Pod>, kube::Error> {
         let patch = json!({"metadata": {
             "resourceVersion": pod.metadata.resource_version,
             "ownerReferences": if refs.is_empty() { Value::Null } else { json!(refs) },
@@ -390,8 +391,9 @@ impl<K: Replicated> Replication<K> {
             ));
         };
         let ns = owner.namespace().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let pod = pod_from_template(owner, template);
+        // Replies are decoded without their managedFields, which nothing here reads.
+        let api: Api<Lean<Pod>> = Api::namespaced(self.client.clone(), &ns);
+        let pod = Lean(pod_from_template(owner, template));
         let params = PostParams::default();
         self.expectations.expect_creations(key, n);
         let mut left = n;
@@ -442,7 +444,7 @@ impl<K: Replicated> Replication<K> {
         pods: Vec<Arc<Pod>>,
     ) -> Result<(), ReconcileError> {
         let ns = owner.namespace().unwrap_or_default();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let api: Api<Lean<Pod>> = Api::namespaced(self.client.clone(), &ns);
         self.expectations
             .expect_deletions(key, pods.iter().map(|p| pod_key(p)));
         let results = futures::future::join_all(pods.iter().map(|p| {
