@@ -28,7 +28,7 @@ enum Command {
     Apiserver(ApiserverArgs),
     /// Run the scheduler (assigns pending pods to nodes).
     Scheduler(SchedulerArgs),
-    /// Run the controller manager (node pod-CIDR allocation, node lifecycle and taint-based eviction).
+    /// Run the controller manager (replication, endpoints and endpoint slices, node lifecycle and taint-based eviction, namespaces, garbage collection, node pod CIDRs).
     ControllerManager(ControllerManagerArgs),
 }
 
