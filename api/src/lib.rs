@@ -12,6 +12,7 @@ pub mod patch_meta;
 pub mod registry;
 pub mod selector;
 pub mod strategic;
+pub mod structural;
 pub mod table;
 pub mod validation;
 
