@@ -3,6 +3,7 @@
 //! Adding a kind is adding an entry to [`builtin`] and, in the module for its group, the hooks that
 //! default, validate and print it.
 
+mod apiextensions;
 mod apps;
 mod cluster;
 mod config;
@@ -23,6 +24,7 @@ use crate::registry::{Decoded, KindInfo, Registry, Strategy, Subresource, Update
 use crate::table::Column;
 use crate::validation::NameRule;
 
+pub use apiextensions::{CLEANUP_FINALIZER, Custom, custom_kind};
 pub use pod::{pod_phase_reason, qos_class};
 pub use service::{is_headless, needs_cluster_ip, needs_node_ports};
 
@@ -412,6 +414,20 @@ pub fn builtin() -> Registry {
             fields: &[],
             has_spec: true,
             strategy: Arc::new(cluster::lease()),
+        },
+        Entry {
+            group: "apiextensions.k8s.io",
+            version: "v1",
+            kind: "CustomResourceDefinition",
+            plural: "customresourcedefinitions",
+            namespaced: false,
+            short_names: &["crd", "crds"],
+            categories: &["api-extensions"],
+            subresources: &[Status],
+            name_rule: Subdomain,
+            fields: &[],
+            has_spec: true,
+            strategy: Arc::new(apiextensions::crd()),
         },
     ];
     let mut registry = Registry::default();

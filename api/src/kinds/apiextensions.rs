@@ -1,0 +1,332 @@
+//! `apiextensions.k8s.io/v1 CustomResourceDefinition`, and the kinds it defines: [`custom_kind`] makes
+//! the [`KindInfo`] of a CRD's stored version, whose [`Custom`] strategy prunes, defaults and validates
+//! objects against the version's `openAPIV3Schema` ([`crate::structural`]).
+
+use std::sync::Arc;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceDefinitionNames,
+};
+use serde_json::{Value, json};
+
+use super::Typed;
+use crate::error::Cause;
+use crate::registry::{Decoded, KindInfo, Strategy, Subresource, UpdateScope};
+use crate::table::Column;
+use crate::validation::{self, NameRule};
+
+/// The finalizer that keeps a deleted CRD until its custom resources are deleted.
+pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+const CRD_COLS: &[Column] = &[Column {
+    name: "Created At",
+    kind: "date",
+    format: "",
+    priority: 0,
+    description: "When the definition was created.",
+}];
+
+fn crd_row(_: &CustomResourceDefinition, obj: &Value, _: jiff::Timestamp) -> Vec<Value> {
+    vec![crate::table::created(obj).unwrap_or("").into()]
+}
+
+/// The hooks of `apiextensions.k8s.io/v1 CustomResourceDefinition`.
+pub fn crd() -> Typed<CustomResourceDefinition> {
+    Typed {
+        columns: CRD_COLS,
+        row: crd_row,
+        default: default_crd,
+        prepare_create: prepare_crd,
+        validate: validate_crd,
+        validate_update: validate_crd_update,
+        ..Typed::default()
+    }
+}
+
+/// `singular` defaults to the lowercased kind, `listKind` to `<Kind>List`.
+fn default_names(names: &mut CustomResourceDefinitionNames) {
+    if names.singular.as_deref().unwrap_or("").is_empty() {
+        names.singular = Some(names.kind.to_lowercase());
+    }
+    if names.list_kind.as_deref().unwrap_or("").is_empty() && !names.kind.is_empty() {
+        names.list_kind = Some(format!("{}List", names.kind));
+    }
+}
+
+fn default_crd(crd: &mut CustomResourceDefinition) {
+    default_names(&mut crd.spec.names);
+    if let Some(status) = crd.status.as_mut()
+        && let Some(names) = status.accepted_names.as_mut()
+    {
+        default_names(names);
+    }
+}
+
+/// A new CRD has no status yet (the server's CRD controller sets it) and holds the cleanup finalizer.
+fn prepare_crd(crd: &mut CustomResourceDefinition) {
+    crd.status = None;
+    let finalizers = crd.metadata.finalizers.get_or_insert_with(Vec::new);
+    if !finalizers.iter().any(|f| f == CLEANUP_FINALIZER) {
+        finalizers.push(CLEANUP_FINALIZER.into());
+    }
+}
+
+fn validate_crd(crd: &CustomResourceDefinition, out: &mut Vec<Cause>) {
+    let spec = &crd.spec;
+    let names = &spec.names;
+    let name = crd.metadata.name.as_deref().unwrap_or("");
+    let expected = format!("{}.{}", names.plural, spec.group);
+    if name != expected {
+        out.push(Cause::invalid(
+            "metadata.name",
+            name,
+            format!("must be spec.names.plural+\".\"+spec.group ({expected:?})"),
+        ));
+    }
+    if !spec.group.contains('.') {
+        out.push(Cause::invalid(
+            "spec.group",
+            &spec.group,
+            "should be a domain with at least one dot",
+        ));
+    } else if let Err(e) = validation::dns1123_subdomain(&spec.group) {
+        out.push(Cause::invalid("spec.group", &spec.group, e));
+    }
+    if spec.scope != "Namespaced" && spec.scope != "Cluster" {
+        out.push(Cause::not_supported(
+            "spec.scope",
+            &spec.scope,
+            &["Cluster", "Namespaced"],
+        ));
+    }
+    for (field, value) in [
+        ("spec.names.plural", names.plural.as_str()),
+        (
+            "spec.names.singular",
+            names.singular.as_deref().unwrap_or(""),
+        ),
+    ] {
+        if let Err(e) = validation::dns1035_label(value) {
+            out.push(Cause::invalid(field, value, e));
+        }
+    }
+    for (field, value) in [
+        ("spec.names.kind", names.kind.as_str()),
+        (
+            "spec.names.listKind",
+            names.list_kind.as_deref().unwrap_or(""),
+        ),
+    ] {
+        if value.is_empty() {
+            out.push(Cause::required(field));
+        } else if !value.chars().all(|c| c.is_ascii_alphanumeric()) {
+            out.push(Cause::invalid(
+                field,
+                value,
+                "must be an alphanumeric identifier",
+            ));
+        }
+    }
+    for (i, s) in names.short_names.iter().flatten().enumerate() {
+        if let Err(e) = validation::dns1035_label(s) {
+            out.push(Cause::invalid(format!("spec.names.shortNames[{i}]"), s, e));
+        }
+    }
+    if spec.versions.is_empty() {
+        out.push(Cause::required("spec.versions"));
+    }
+    let storage = spec.versions.iter().filter(|v| v.storage).count();
+    if !spec.versions.is_empty() && storage != 1 {
+        out.push(Cause::invalid(
+            "spec.versions",
+            storage,
+            "must have exactly one version marked as storage version",
+        ));
+    }
+    for (i, v) in spec.versions.iter().enumerate() {
+        let at = format!("spec.versions[{i}]");
+        if let Err(e) = validation::dns1035_label(&v.name) {
+            out.push(Cause::invalid(format!("{at}.name"), &v.name, e));
+        }
+        if spec.versions[..i].iter().any(|o| o.name == v.name) {
+            out.push(Cause::duplicate(format!("{at}.name"), &v.name));
+        }
+        match v
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+        {
+            None => out.push(Cause::required(format!("{at}.schema.openAPIV3Schema"))),
+            Some(schema) => {
+                let schema = serde_json::to_value(schema).unwrap_or(Value::Null);
+                out.extend(crate::structural::check_schema(
+                    &schema,
+                    &format!("{at}.schema.openAPIV3Schema"),
+                ));
+            }
+        }
+    }
+}
+
+fn validate_crd_update(
+    new: &CustomResourceDefinition,
+    old: &CustomResourceDefinition,
+    out: &mut Vec<Cause>,
+) {
+    if new.spec.group != old.spec.group {
+        out.push(Cause::immutable("spec.group", "field is immutable"));
+    }
+    if new.spec.scope != old.spec.scope {
+        out.push(Cause::immutable("spec.scope", "field is immutable"));
+    }
+    if new.spec.names.plural != old.spec.names.plural {
+        out.push(Cause::immutable("spec.names.plural", "field is immutable"));
+    }
+}
+
+/// The schema of the version of `crd` that is stored and served, with that version's name.
+fn stored_version(crd: &Value) -> Option<(&str, &Value)> {
+    crd.pointer("/spec/versions")?
+        .as_array()?
+        .iter()
+        .find(|v| v["storage"] == true && v["served"] == true)
+        .and_then(|v| Some((v["name"].as_str()?, v)))
+}
+
+/// The kind a stored CRD defines (its storage version, if served), or None if it defines none.
+/// Objects of other served versions would need conversion, which is not done: only the storage
+/// version is served.
+pub fn custom_kind(crd: &Value) -> Option<KindInfo> {
+    let spec = crd.get("spec")?;
+    let group = spec["group"].as_str()?.to_string();
+    let names = &spec["names"];
+    let (version, v) = stored_version(crd)?;
+    let kind = names["kind"].as_str()?.to_string();
+    let plural = names["plural"].as_str()?.to_string();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    let status = v.pointer("/subresources/status").is_some();
+    let schema = v
+        .pointer("/schema/openAPIV3Schema")
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object"}));
+    let reversed_group: Vec<&str> = group.rsplit('.').collect();
+    Some(KindInfo {
+        singular: names["singular"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| kind.to_lowercase()),
+        short_names: strings(&names["shortNames"]),
+        categories: strings(&names["categories"]),
+        namespaced: spec["scope"] == "Namespaced",
+        subresources: if status {
+            vec![Subresource::Status]
+        } else {
+            vec![]
+        },
+        name_rule: NameRule::Subdomain,
+        fields: vec![],
+        has_spec: true,
+        strategy: Arc::new(Custom {
+            definition: format!("{}.{version}.{kind}", reversed_group.join(".")),
+            schema,
+            api_version: format!("{group}/{version}"),
+            kind: kind.clone(),
+            status_subresource: status,
+        }),
+        group,
+        version: version.to_string(),
+        kind,
+        plural,
+    })
+}
+
+/// The strategy of a custom kind: its version's schema decides which fields exist, their defaults
+/// and what is valid.
+pub struct Custom {
+    /// The schema's name in OpenAPI documents (`<reversed group>.<version>.<Kind>`).
+    definition: String,
+    schema: Value,
+    api_version: String,
+    kind: String,
+    /// With a status subresource, clients set the status only through it.
+    status_subresource: bool,
+}
+
+impl Custom {
+    fn check(&self, mut obj: Value) -> Result<Decoded, String> {
+        if !obj.is_object() {
+            return Err(format!("a {} must be a JSON object", self.kind));
+        }
+        let unknown = crate::structural::prune(&self.schema, &mut obj);
+        crate::structural::apply_defaults(&self.schema, &mut obj);
+        let causes = crate::structural::validate(&self.schema, &obj);
+        obj["apiVersion"] = self.api_version.clone().into();
+        obj["kind"] = self.kind.clone().into();
+        Ok(Decoded {
+            obj,
+            causes,
+            unknown,
+        })
+    }
+}
+
+impl Strategy for Custom {
+    fn create(&self, mut obj: Value) -> Result<Decoded, String> {
+        if self.status_subresource
+            && let Some(o) = obj.as_object_mut()
+        {
+            o.remove("status");
+        }
+        self.check(obj)
+    }
+    fn update(&self, new: Value, _old: &Value, _scope: UpdateScope) -> Result<Decoded, String> {
+        self.check(new)
+    }
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = self.schema.clone();
+        if let Some(o) = schema.as_object_mut() {
+            let (group, version) = self
+                .api_version
+                .split_once('/')
+                .unwrap_or(("", &self.api_version));
+            o.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": group, "version": version, "kind": self.kind}]),
+            );
+            let props = o
+                .entry("properties")
+                .or_insert_with(|| json!({}))
+                .as_object_mut();
+            if let Some(props) = props {
+                props.insert("apiVersion".into(), json!({"type": "string"}));
+                props.insert("kind".into(), json!({"type": "string"}));
+                let object_meta = generator
+                    .subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(
+                );
+                props.insert("metadata".into(), object_meta.to_value());
+            }
+        }
+        if let Ok(s) = schemars::Schema::try_from(schema) {
+            generator
+                .definitions_mut()
+                .insert(self.definition.clone(), s.to_value());
+        }
+        let reference = format!("#/components/schemas/{}", self.definition);
+        schemars::Schema::try_from(json!({"$ref": reference})).unwrap_or_default()
+    }
+    fn columns(&self) -> &[Column] {
+        &[Column::AGE]
+    }
+    fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        vec![
+            Value::String(crate::table::name(obj).to_string()),
+            crate::table::age(crate::table::created(obj), now).into(),
+        ]
+    }
+}
