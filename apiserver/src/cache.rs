@@ -106,6 +106,8 @@ pub struct WatchCache {
     state: RwLock<State>,
     events: broadcast::Sender<Arc<Event>>,
     progress: watch::Sender<i64>,
+    /// Turns true when the resource is no longer served: the etcd watch ends.
+    stopped: watch::Sender<bool>,
 }
 
 impl WatchCache {
@@ -122,19 +124,29 @@ impl WatchCache {
             }),
             events: broadcast::channel(BROADCAST_CAPACITY).0,
             progress: watch::channel(0).0,
+            stopped: watch::channel(false).0,
         });
         let weak = Arc::downgrade(&cache);
+        let mut stopped = cache.stopped.subscribe();
         tokio::spawn(async move {
             loop {
                 let Some(cache) = weak.upgrade() else { return };
-                if let Err(e) = cache.follow(&store).await {
-                    tracing::warn!(resource = %cache.kind.qualified(), "watch cache restarting: {e}");
+                tokio::select! {
+                    r = cache.follow(&store) => if let Err(e) = r {
+                        tracing::warn!(resource = %cache.kind.qualified(), "watch cache restarting: {e}");
+                    },
+                    _ = stopped.wait_for(|s| *s) => return,
                 }
                 drop(cache);
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
         cache
+    }
+
+    /// Stops following etcd: the resource is no longer served.
+    pub fn stop(&self) {
+        self.stopped.send_replace(true);
     }
 
     /// Waits until the cache reflects at least `revision` (or `timeout` passes).

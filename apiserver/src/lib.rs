@@ -8,6 +8,7 @@
 
 pub mod alloc;
 pub mod cache;
+pub mod crd;
 pub mod discovery;
 pub mod extract;
 pub mod negotiate;

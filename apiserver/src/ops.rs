@@ -362,7 +362,7 @@ impl Server {
 
     /// The watch cache's copy of the object at `key` and its revision, if it has one.
     fn cached(&self, kind: &KindInfo, key: &str) -> Option<(Value, i64)> {
-        let obj = self.cache(kind).get(key)?;
+        let obj = self.cache(kind).ok()?.get(key)?;
         Some((obj.value().ok()?, obj.revision))
     }
 
@@ -376,7 +376,7 @@ impl Server {
         let cached = if live {
             None
         } else {
-            self.cache(&ns_kind).get(&key)
+            self.cache(&ns_kind)?.get(&key)
         };
         // Deleting a namespace always sets its phase to Terminating, so the phase alone tells.
         let (phase, revision) = match cached {
@@ -698,8 +698,9 @@ impl Server {
 
     /// Sets an applier's owned fields as the stored object identifies them.
     fn settle_applied(&self, kind: &KindInfo, obj: &mut Value, config: &Value, manager: &str) {
-        if let Some(root) = self.types.root_of(kind) {
-            atoll_api::apply::settle_applied(&self.types, root, obj, config, manager);
+        let served = self.served();
+        if let Some(root) = served.types.root_of(kind) {
+            atoll_api::apply::settle_applied(&served.types, root, obj, config, manager);
         }
     }
 
@@ -716,7 +717,8 @@ impl Server {
             // Server-internal writes keep the ownership as it was (prepare_update copied it).
             return;
         }
-        let Some(root) = self.types.root_of(kind) else {
+        let served = self.served();
+        let Some(root) = served.types.root_of(kind) else {
             return;
         };
         let time = meta::timestamp(self.now());
@@ -727,7 +729,7 @@ impl Server {
             subresource,
             time: &time,
         };
-        atoll_api::apply::record_update(&self.types, root, old, new, &writer);
+        atoll_api::apply::record_update(&served.types, root, old, new, &writer);
     }
 
     /// Applies the update rules of `mode` to a wanted state and validates it.

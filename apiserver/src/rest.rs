@@ -124,12 +124,13 @@ async fn dispatch(
             let patch: Value = serde_json::from_slice(body).map_err(|e| {
                 ApiError::bad_request(format!("the patch could not be decoded as JSON: {e}"))
             })?;
+            let served = srv.served();
             let root = if sub == Some("scale") {
                 atoll_api::strategic::SCALE
             } else {
-                srv.types.root_of(kind).unwrap_or("")
+                served.types.root_of(kind).unwrap_or("")
             };
-            let (types, root) = (srv.clone(), root.to_string());
+            let (types, root) = (served.clone(), root.to_string());
             let apply = move |target: &Value| {
                 patch::apply(patch_type, target, &patch, &types.types, &root).map_err(patch_failed)
             };
@@ -323,7 +324,7 @@ pub async fn list_objects(
 ) -> ApiResult<Listed> {
     let kind = &t.kind;
     if q.resource_version.as_deref() == Some("0") && q.continue_token.is_none() {
-        let (items, revision) = srv.cache(kind).list(filter);
+        let (items, revision) = srv.cache(kind)?.list(filter);
         return Ok(Listed {
             items,
             revision,
@@ -334,7 +335,7 @@ pub async fn list_objects(
     let (range_start, end) = key_range(kind, filter);
     let exact = q.resource_version_match.as_deref() == Some("Exact");
     if q.limit == 0 && q.continue_token.is_none() && !exact {
-        let (items, total, cached_at) = srv.cache(kind).snapshot(&range_start, &end, filter);
+        let (items, total, cached_at) = srv.cache(kind)?.snapshot(&range_start, &end, filter);
         if cached_at > 0 {
             let now = srv
                 .store
@@ -688,7 +689,8 @@ async fn server_side_apply(
     opts.applied = Some(config.clone());
     check_body_name(&config, t.name())?;
     let force = q.force;
-    let root = srv.types.root_of(kind).unwrap_or("").to_string();
+    let served = srv.served();
+    let root = served.types.root_of(kind).unwrap_or("").to_string();
     let time = meta::timestamp(srv.now());
     let api_version = kind.api_version();
     let manager = opts.manager.clone();
@@ -705,7 +707,7 @@ async fn server_side_apply(
         Err(e) => return Err(e),
     };
     if !exists {
-        let mut obj = atoll_api::apply::apply(&srv.types, &root, None, &config, &writer, force)
+        let mut obj = atoll_api::apply::apply(&served.types, &root, None, &config, &writer, force)
             .map_err(|c| apply_conflict(kind, t.name(), &api_version, c))?;
         meta::set(&mut obj, "name", Some(t.name().into()));
         let created = srv
@@ -716,7 +718,7 @@ async fn server_side_apply(
     }
     let apply = |old: &Value| -> ApiResult<Value> {
         let mut merged =
-            atoll_api::apply::apply(&srv.types, &root, Some(old), &config, &writer, force)
+            atoll_api::apply::apply(&served.types, &root, Some(old), &config, &writer, force)
                 .map_err(|c| apply_conflict(kind, t.name(), &api_version, c))?;
         // A resourceVersion only binds when the configuration gives one.
         meta::set(

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use atoll_api::{ApiError, KindInfo, Registry};
+use atoll_api::{ApiError, ApiResult, KindInfo, Registry};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -63,33 +63,97 @@ pub enum StartError {
     },
 }
 
-/// Shared state of the running server.
-pub struct Server {
+/// What the server serves at one moment: the kinds (built-in and those custom resource definitions
+/// add), their watch caches, OpenAPI documents and types. Replaced as a whole when CRDs change;
+/// a request works with the snapshot it started with.
+pub struct Served {
     /// Served kinds.
     pub registry: Registry,
-    /// etcd.
-    pub store: Store,
     /// One watch cache per resource, by `KindInfo::qualified`.
     caches: HashMap<String, Arc<WatchCache>>,
-    /// Service IP and node port ranges.
-    pub ranges: Ranges,
     /// The OpenAPI v3 documents.
     pub openapi: crate::openapi::OpenApi,
-    /// The kinds' types, for strategic merge patches.
+    /// The kinds' types, for strategic merge patches and field ownership.
     pub types: atoll_api::strategic::TypeGraph,
+}
+
+impl Served {
+    /// Builds what `registry` serves, reusing the caches in `old` for resources it already served
+    /// and starting caches for new ones.
+    fn build(registry: Registry, old: &HashMap<String, Arc<WatchCache>>, store: &Store) -> Served {
+        let caches = registry
+            .kinds()
+            .iter()
+            .map(|k| {
+                let cache = old
+                    .get(&k.qualified())
+                    .cloned()
+                    .unwrap_or_else(|| WatchCache::start(k.clone(), store.clone()));
+                (k.qualified(), cache)
+            })
+            .collect();
+        Served {
+            openapi: crate::openapi::OpenApi::build(&registry),
+            types: atoll_api::strategic::TypeGraph::of_registry(&registry),
+            registry,
+            caches,
+        }
+    }
+}
+
+/// Shared state of the running server.
+pub struct Server {
+    served: RwLock<Arc<Served>>,
+    /// etcd.
+    pub store: Store,
+    /// Service IP and node port ranges.
+    pub ranges: Ranges,
     /// Turns true when the server shuts down, so long-running watches end.
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
-    /// The watch cache of a kind.
-    pub fn cache(&self, kind: &KindInfo) -> &Arc<WatchCache> {
-        // Every registered kind gets a cache at start-up, so the lookup cannot miss.
-        &self.caches[&kind.qualified()]
+    /// What is served now.
+    pub fn served(&self) -> Arc<Served> {
+        self.served
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+    /// The watch cache of a kind (404 if the kind is no longer served, e.g. its CRD just went).
+    pub fn cache(&self, kind: &KindInfo) -> ApiResult<Arc<WatchCache>> {
+        self.served()
+            .caches
+            .get(&kind.qualified())
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&kind.group, &kind.plural, ""))
+    }
+    /// Serves the built-in kinds plus `custom` from now on: caches of new resources are loaded first,
+    /// those of resources no longer served are stopped.
+    pub async fn serve_kinds(&self, custom: Vec<KindInfo>) -> ApiResult<()> {
+        let mut registry = atoll_api::kinds::builtin();
+        for k in custom {
+            registry.add(k);
+        }
+        let old = self.served();
+        let served = Served::build(registry, &old.caches, &self.store);
+        for (name, cache) in &served.caches {
+            if !old.caches.contains_key(name) {
+                cache.wait_for(1, Duration::from_secs(30)).await?;
+            }
+        }
+        for (name, cache) in &old.caches {
+            if !served.caches.contains_key(name) {
+                cache.stop();
+            }
+        }
+        *self.served.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(served);
+        Ok(())
     }
     /// The namespaces kind.
     pub fn namespaces_kind(&self) -> Arc<KindInfo> {
-        self.registry
+        self.served()
+            .registry
             .get("", "v1", "namespaces")
             .cloned()
             .unwrap_or_else(|| unreachable!("namespaces are always registered"))
@@ -155,25 +219,15 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         .await
         .map_err(etcd_err)?;
     store.current_revision().await.map_err(etcd_err)?;
-    let registry = atoll_api::kinds::builtin();
-    let openapi = crate::openapi::OpenApi::build(&registry);
-    let types = atoll_api::strategic::TypeGraph::of_registry(&registry);
-    let caches = registry
-        .kinds()
-        .iter()
-        .map(|k| (k.qualified(), WatchCache::start(k.clone(), store.clone())))
-        .collect();
+    let served = Served::build(atoll_api::kinds::builtin(), &HashMap::new(), &store);
     let server = Arc::new(Server {
-        registry,
+        served: RwLock::new(Arc::new(served)),
         store: store.clone(),
-        caches,
         ranges,
-        openapi,
-        types,
         stopping: tokio::sync::watch::channel(false).0,
     });
     // Each cache has loaded its initial list once its revision is set.
-    for cache in server.caches.values() {
+    for cache in server.served().caches.values() {
         cache
             .wait_for(1, Duration::from_secs(30))
             .await
@@ -205,6 +259,14 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
             }
         }
     }
+    // Custom resources stored before a restart are served from the first request on.
+    crate::crd::sync(&server)
+        .await
+        .map_err(|e| StartError::Etcd {
+            endpoints: endpoints.clone(),
+            message: e.message,
+        })?;
+    tokio::spawn(crate::crd::run(server.clone()));
     tokio::spawn(crate::storage::run_compactor(
         store,
         Duration::from_secs(300),
@@ -247,7 +309,8 @@ async fn handle(State(srv): State<Arc<Server>>, req: Request) -> Response {
         Err(_) => return negotiate::error(&negotiate::too_large()),
     };
     let accept = negotiate::accept(&parts.headers).to_string();
-    let resp = match route(&srv.registry, &path) {
+    let served = srv.served();
+    let resp = match route(&served.registry, &path) {
         Err(e) => negotiate::error(&e),
         Ok(r) => match Query::parse(parts.uri.query().unwrap_or("")) {
             Err(e) => negotiate::error(&e),
@@ -267,6 +330,7 @@ async fn answer(
     body: bytes::Bytes,
     accept: &str,
 ) -> Response {
+    let served = srv.served();
     let get_only = |v: serde_json::Value| {
         if method == Method::GET {
             negotiate::respond(200, &v, &Format::Json)
@@ -287,7 +351,7 @@ async fn answer(
                     let ct = format!(
                         "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
                     );
-                    let doc = discovery::aggregated(&srv.registry, core, v);
+                    let doc = discovery::aggregated(&served.registry, core, v);
                     let mut resp = negotiate::respond(200, &doc, &Format::Json);
                     if let Ok(h) = HeaderValue::from_str(&ct) {
                         resp.headers_mut().insert(header::CONTENT_TYPE, h);
@@ -297,25 +361,25 @@ async fn answer(
                 _ => get_only(if core {
                     discovery::core_versions()
                 } else {
-                    discovery::groups(&srv.registry)
+                    discovery::groups(&served.registry)
                 }),
             }
         }
-        Route::Group(g) => match discovery::group(&srv.registry, &g) {
+        Route::Group(g) => match discovery::group(&served.registry, &g) {
             Some(v) => get_only(v),
             None => not_found(),
         },
-        Route::GroupVersion(g, v) => match discovery::resource_list(&srv.registry, &g, &v) {
+        Route::GroupVersion(g, v) => match discovery::resource_list(&served.registry, &g, &v) {
             Some(doc) => get_only(doc),
             None => not_found(),
         },
         Route::OpenApi(None) => match method {
-            Method::GET => negotiate::raw(200, srv.openapi.root(), "application/json"),
+            Method::GET => negotiate::raw(200, served.openapi.root(), "application/json"),
             _ => get_only(serde_json::Value::Null),
         },
         Route::OpenApi(Some(path)) => {
             let hash = q.hash.as_deref();
-            match srv.openapi.document(&path, hash) {
+            match served.openapi.document(&path, hash) {
                 Some((doc, immutable)) if method == Method::GET => {
                     let mut resp = negotiate::raw(200, doc, "application/json");
                     let cache = if immutable {
@@ -361,7 +425,7 @@ async fn health(srv: &Server, check: &str) -> Response {
                 "[-]etcd failed: etcd does not answer\nreadyz check failed\n",
             );
         }
-        if !srv.caches.values().all(|c| c.ready()) {
+        if !srv.served().caches.values().all(|c| c.ready()) {
             return text(
                 503,
                 "[-]watch-cache failed: not yet loaded\nreadyz check failed\n",

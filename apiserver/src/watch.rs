@@ -120,7 +120,7 @@ pub fn serve(srv: &Arc<Server>, t: &Target, q: &Query, format: &Format) -> ApiRe
     } else {
         from
     };
-    let cache = srv.cache(&t.kind).clone();
+    let cache = srv.cache(&t.kind)?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let mut enc = Encoder {
         kind: t.kind.clone(),
