@@ -253,21 +253,33 @@ async fn concurrent_patches_without_a_resource_version_all_apply() {
         let h = h.clone();
         tasks.push(tokio::spawn(async move {
             let body = json!({"metadata": {"labels": {format!("l{i}"): "x"}}});
-            h.patch(&format!("{PODS}/busy"), "application/merge-patch+json", &body)
-                .await
-                .status
+            h.patch(
+                &format!("{PODS}/busy"),
+                "application/merge-patch+json",
+                &body,
+            )
+            .await
+            .status
         }));
     }
     for t in tasks {
-        assert_eq!(t.await.unwrap(), 200, "a patch without a precondition is retried, not refused");
+        assert_eq!(
+            t.await.unwrap(),
+            200,
+            "a patch without a precondition is retried, not refused"
+        );
     }
     let got = expect(&h.get(&format!("{PODS}/busy")).await, 200);
     assert_eq!(got["metadata"]["labels"].as_object().unwrap().len(), 16);
     // A resourceVersion in the patch is a precondition.
     let stale = json!({"metadata": {"resourceVersion": "1", "labels": {"z": "1"}}});
     let r = expect(
-        &h.patch(&format!("{PODS}/busy"), "application/merge-patch+json", &stale)
-            .await,
+        &h.patch(
+            &format!("{PODS}/busy"),
+            "application/merge-patch+json",
+            &stale,
+        )
+        .await,
         409,
     );
     assert_eq!(r["reason"], "Conflict");

@@ -163,7 +163,11 @@ pub fn node(name: &str) -> Value {
 }
 
 /// Creates `bodies` with POSTs to `path` from 64 concurrent clients; returns creates per second.
-pub async fn create_all(http: &atoll_testkit::Http, path: &'static str, bodies: Vec<Vec<u8>>) -> f64 {
+pub async fn create_all(
+    http: &atoll_testkit::Http,
+    path: &'static str,
+    bodies: Vec<Vec<u8>>,
+) -> f64 {
     let bodies = Arc::new(bodies);
     let h = http.clone();
     let total = bodies.len();

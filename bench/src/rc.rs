@@ -118,12 +118,21 @@ async fn main() {
     .await;
 
     // 2. The RC.
-    let pids = [api.pid(), etcd.pid(), manager.child.id(), scheduler.child.id()];
+    let pids = [
+        api.pid(),
+        etcd.pid(),
+        manager.child.id(),
+        scheduler.child.id(),
+    ];
     let cpu_before = pids.map(cpu_time);
     let bound_before = scheduler.bound().await;
     let start = Instant::now();
     let r = http
-        .json("POST", &format!("/api/v1/namespaces/{RC_NS}/replicationcontrollers"), &rc(replicas))
+        .json(
+            "POST",
+            &format!("/api/v1/namespaces/{RC_NS}/replicationcontrollers"),
+            &rc(replicas),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let created = time_until(start, "the RC's pods to be created", || async {
@@ -146,7 +155,11 @@ async fn main() {
         cpu_per_pod(3)
     );
     let rss = rss_mb(manager.child.id());
-    assert_eq!(pod_count(&http, RC_NS).await, replicas, "exactly the replicas asked for");
+    assert_eq!(
+        pod_count(&http, RC_NS).await,
+        replicas,
+        "exactly the replicas asked for"
+    );
 
     // 3. Scale to zero.
     let start = Instant::now();
@@ -160,7 +173,9 @@ async fn main() {
     assert_eq!(r.status, 200);
     let scaled_down = time_until(start, "scaling to zero", || async {
         let rc = http
-            .get(&format!("/api/v1/namespaces/{RC_NS}/replicationcontrollers/web"))
+            .get(&format!(
+                "/api/v1/namespaces/{RC_NS}/replicationcontrollers/web"
+            ))
             .await
             .json();
         rc["status"]["replicas"].as_i64() == Some(0)

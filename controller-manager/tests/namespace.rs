@@ -1,5 +1,5 @@
 //! The namespace controller against a real API server and etcd: deleting a namespace deletes its
-//! content, then the namespace; content with finalizers holds it Terminating, with conditions.
+//! content (custom resources too), then the namespace; content with finalizers holds it Terminating, with conditions.
 
 use atoll_controller_manager::Config;
 use atoll_testkit::{Cluster, eventually};
@@ -115,11 +115,40 @@ async fn a_deleted_namespace_loses_all_its_content_then_goes() {
     )
     .await;
 
+    // A custom resource: deleted like every other namespaced kind discovery lists.
+    let h = c.http();
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]},
+    });
+    assert_eq!(
+        h.json(
+            "POST",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            &crd
+        )
+        .await
+        .status,
+        201
+    );
+    let widgets = "/apis/example.com/v1/namespaces/doomed/widgets";
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}});
+    eventually("the widget to be created", || async {
+        (h.json("POST", widgets, &widget).await.status == 201).then_some(())
+    })
+    .await;
+
     let nss: Api<Namespace> = Api::all(client.clone());
     nss.delete("doomed", &DeleteParams::default())
         .await
         .expect("delete namespace");
     gone(&nss, "doomed").await;
+    let left = h.get(widgets).await.json();
+    assert_eq!(left["items"], json!([]), "{left}");
     assert_eq!(count::<Pod>(&client, "doomed").await, 0);
     assert_eq!(count::<Service>(&client, "doomed").await, 0);
     assert_eq!(count::<ConfigMap>(&client, "doomed").await, 0);

@@ -1,6 +1,7 @@
 //! The Rust `kube` client (what Atoll's own scheduler, controllers and kubelet will use) against the
-//! `atoll apiserver` binary: typed create, list with selectors, merge and apply patches, and the
-//! `kube::runtime` watcher (list, then watch with bookmarks), as controllers run it.
+//! `atoll apiserver` binary: typed create, list with selectors, merge and apply patches, the
+//! `kube::runtime` watcher (list, then watch with bookmarks), as controllers run it, and a custom
+//! resource defined with kube-derive.
 
 use std::time::Duration;
 
@@ -9,7 +10,40 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+/// A custom kind defined the kube-derive way.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
+#[kube(
+    group = "example.com",
+    version = "v1",
+    kind = "Document",
+    namespaced,
+    status = "DocumentStatus",
+    shortname = "doc"
+)]
+struct DocumentSpec {
+    title: String,
+    pages: Option<i32>,
+}
+
+/// The status of a [`Document`].
+#[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+struct DocumentStatus {
+    phase: String,
+}
+
+async fn client(env: &Env) -> kube::Client {
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(env.path("kubeconfig")).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    kube::Client::try_from(config).expect("client")
+}
 
 fn pod(name: &str) -> Pod {
     serde_json::from_value(json!({
@@ -23,13 +57,7 @@ fn pod(name: &str) -> Pod {
 #[tokio::test(flavor = "multi_thread")]
 async fn kube_rs_client_and_watcher() {
     let env = tokio::task::spawn_blocking(Env::start).await.expect("env");
-    let kubeconfig =
-        kube::config::Kubeconfig::read_from(env.path("kubeconfig")).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("config");
-    let client = kube::Client::try_from(config).expect("client");
-    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let pods: Api<Pod> = Api::namespaced(client(&env).await, "default");
 
     // The watcher lists, then watches; it must see pods created before and after it started.
     pods.create(&PostParams::default(), &pod("before"))
@@ -130,4 +158,64 @@ async fn kube_rs_client_and_watcher() {
             other => panic!("watcher ended: {other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_derive_custom_resources() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::runtime::wait::{await_condition, conditions};
+    let env = tokio::task::spawn_blocking(Env::start).await.expect("env");
+    let client = client(&env).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &Document::crd())
+        .await
+        .expect("create the CRD kube-derive generated");
+    let established = await_condition(
+        crds.clone(),
+        "documents.example.com",
+        conditions::is_crd_established(),
+    );
+    tokio::time::timeout(Duration::from_secs(20), established)
+        .await
+        .expect("established in time")
+        .expect("wait");
+
+    let docs: Api<Document> = Api::namespaced(client, "default");
+    let spec = DocumentSpec {
+        title: "Atomic".into(),
+        pages: Some(12),
+    };
+    docs.create(&PostParams::default(), &Document::new("guide", spec))
+        .await
+        .expect("create a Document");
+    let done = docs
+        .patch_status(
+            "guide",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Published"}})),
+        )
+        .await
+        .expect("status");
+    assert_eq!(done.status.map(|s| s.phase).as_deref(), Some("Published"));
+    let listed = docs.list(&ListParams::default()).await.expect("list");
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].spec.title, "Atomic");
+
+    // kubectl knows the kind by its short name, and validates manifests of it on the server.
+    let table = env.ok(&["get", "doc"]);
+    assert!(table.contains("guide"), "{table}");
+    let manifest = env.write(
+        "doc.yaml",
+        "apiVersion: example.com/v1\nkind: Document\nmetadata:\n  name: notes\nspec:\n  title: Notes\n",
+    );
+    env.ok(&["apply", "-f", &manifest]);
+    let bad = env.write(
+        "bad.yaml",
+        "apiVersion: example.com/v1\nkind: Document\nmetadata:\n  name: bad\nspec:\n  title: Bad\n  colour: red\n",
+    );
+    let err = env.fails(&["create", "-f", &bad]);
+    assert!(err.contains("colour"), "{err}");
+    env.ok(&["delete", "crd", "documents.example.com"]);
+    let gone = env.fails(&["get", "doc"]);
+    assert!(!gone.is_empty());
 }
