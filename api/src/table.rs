@@ -1,68 +1,87 @@
 //! `meta.k8s.io/v1 Table` support: column definitions and the helpers kinds use to print rows.
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
-/// One Table column.
-#[derive(Debug, Clone, Copy)]
+/// One Table column (the built-in kinds' are constants; custom resources' come from their CRD).
+#[derive(Debug, Clone)]
 pub struct Column {
     /// Header as kubectl prints it, e.g. `NAME`.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// OpenAPI type: `string`, `integer`, `number`, `boolean`, `date`.
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// Format hint: `name` for the NAME column, otherwise "".
-    pub format: &'static str,
+    pub format: Cow<'static, str>,
     /// 0 for default output, 1 for `-o wide` only.
     pub priority: u8,
     /// What the column shows.
-    pub description: &'static str,
+    pub description: Cow<'static, str>,
 }
 
 impl Column {
+    /// A column of OpenAPI type `kind` shown at `priority` (0: default output, 1: `-o wide`).
+    pub const fn new(
+        name: &'static str,
+        kind: &'static str,
+        priority: u8,
+        description: &'static str,
+    ) -> Self {
+        Column {
+            name: Cow::Borrowed(name),
+            kind: Cow::Borrowed(kind),
+            format: Cow::Borrowed(""),
+            priority,
+            description: Cow::Borrowed(description),
+        }
+    }
     /// A default-output string column.
     pub const fn text(name: &'static str, description: &'static str) -> Self {
         Column {
-            name,
-            kind: "string",
-            format: "",
+            name: Cow::Borrowed(name),
+            kind: Cow::Borrowed("string"),
+            format: Cow::Borrowed(""),
             priority: 0,
-            description,
+            description: Cow::Borrowed(description),
         }
     }
     /// A `-o wide` string column.
     pub const fn wide(name: &'static str, description: &'static str) -> Self {
         Column {
-            name,
-            kind: "string",
-            format: "",
+            name: Cow::Borrowed(name),
+            kind: Cow::Borrowed("string"),
+            format: Cow::Borrowed(""),
             priority: 1,
-            description,
+            description: Cow::Borrowed(description),
         }
     }
     /// A default-output integer column.
     pub const fn int(name: &'static str, description: &'static str) -> Self {
         Column {
-            name,
-            kind: "integer",
-            format: "",
+            name: Cow::Borrowed(name),
+            kind: Cow::Borrowed("integer"),
+            format: Cow::Borrowed(""),
             priority: 0,
-            description,
+            description: Cow::Borrowed(description),
         }
     }
     /// The NAME column.
     pub const NAME: Column = Column {
-        name: "Name",
-        kind: "string",
-        format: "name",
+        name: Cow::Borrowed("Name"),
+        kind: Cow::Borrowed("string"),
+        format: Cow::Borrowed("name"),
         priority: 0,
-        description: "Name must be unique within a namespace.",
+        description: Cow::Borrowed("Name must be unique within a namespace."),
     };
     /// The AGE column.
     pub const AGE: Column = Column {
-        name: "Age",
-        kind: "string",
-        format: "",
+        name: Cow::Borrowed("Age"),
+        kind: Cow::Borrowed("string"),
+        format: Cow::Borrowed(""),
         priority: 0,
-        description: "CreationTimestamp is a timestamp representing the server time when this object was created.",
+        description: Cow::Borrowed(
+            "CreationTimestamp is a timestamp representing the server time when this object was created.",
+        ),
     };
 
     /// The column as a `TableColumnDefinition`.

@@ -23,6 +23,12 @@ fn crd() -> Value {
             "versions": [{
                 "name": "v1", "served": true, "storage": true,
                 "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Title", "type": "string", "jsonPath": ".spec.title"},
+                    {"name": "Pages", "type": "integer", "jsonPath": ".spec.pages", "priority": 1},
+                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
                 "schema": {"openAPIV3Schema": {
                     "type": "object", "title": "Document",
                     "required": ["spec"],
@@ -161,6 +167,22 @@ async fn a_crd_is_established_and_its_resources_checked_against_the_schema() {
         .await
         .json();
     assert_eq!(table["kind"], "Table");
+    let headers: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(headers, ["Name", "Title", "Pages", "Phase", "Age"]);
+    let cells = &table["rows"][0]["cells"];
+    assert_eq!(cells[0], "a");
+    assert_eq!(cells[1], "A2");
+    assert_eq!(cells[2], 1);
+    assert_eq!(cells[3], "Done");
+    assert!(
+        cells[4].as_str().is_some_and(|age| age.ends_with('s')),
+        "{cells}"
+    );
 }
 
 #[tokio::test]

@@ -23,7 +23,10 @@ use serde_json::json;
     kind = "Document",
     namespaced,
     status = "DocumentStatus",
-    shortname = "doc"
+    shortname = "doc",
+    printcolumn = r#"{"name": "Title", "type": "string", "jsonPath": ".spec.title"}"#,
+    printcolumn = r#"{"name": "Pages", "type": "integer", "jsonPath": ".spec.pages"}"#,
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#
 )]
 struct DocumentSpec {
     title: String,
@@ -202,8 +205,22 @@ async fn kube_derive_custom_resources() {
     assert_eq!(listed.items[0].spec.title, "Atomic");
 
     // kubectl knows the kind by its short name, and validates manifests of it on the server.
+    // With the printer columns kube-derive put in the CRD.
     let table = env.ok(&["get", "doc"]);
-    assert!(table.contains("guide"), "{table}");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "TITLE", "PAGES", "PHASE"], "{table}");
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["guide", "Atomic", "12", "Published"], "{table}");
     let manifest = env.write(
         "doc.yaml",
         "apiVersion: example.com/v1\nkind: Document\nmetadata:\n  name: notes\nspec:\n  title: Notes\n",

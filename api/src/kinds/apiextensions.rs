@@ -18,13 +18,12 @@ use crate::validation::{self, NameRule};
 /// The finalizer that keeps a deleted CRD until its custom resources are deleted.
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
-const CRD_COLS: &[Column] = &[Column {
-    name: "Created At",
-    kind: "date",
-    format: "",
-    priority: 0,
-    description: "When the definition was created.",
-}];
+const CRD_COLS: &[Column] = &[Column::new(
+    "Created At",
+    "date",
+    0,
+    "When the definition was created.",
+)];
 
 fn crd_row(_: &CustomResourceDefinition, obj: &Value, _: jiff::Timestamp) -> Vec<Value> {
     vec![crate::table::created(obj).unwrap_or("").into()]
@@ -216,6 +215,7 @@ pub fn custom_kind(crd: &Value) -> Option<KindInfo> {
         .cloned()
         .unwrap_or_else(|| json!({"type": "object"}));
     let reversed_group: Vec<&str> = group.rsplit('.').collect();
+    let columns = printer_columns(v);
     Some(KindInfo {
         singular: names["singular"]
             .as_str()
@@ -238,6 +238,8 @@ pub fn custom_kind(crd: &Value) -> Option<KindInfo> {
             api_version: format!("{group}/{version}"),
             kind: kind.clone(),
             status_subresource: status,
+            column_list: columns.iter().map(|(c, _)| c.clone()).collect(),
+            columns,
         }),
         group,
         version: version.to_string(),
@@ -256,6 +258,134 @@ pub struct Custom {
     kind: String,
     /// With a status subresource, clients set the status only through it.
     status_subresource: bool,
+    /// The Table columns after NAME, with the JSONPath of each (AGE alone when the CRD names none).
+    columns: Vec<(Column, String)>,
+    /// The same columns alone.
+    column_list: Vec<Column>,
+}
+
+/// The version's `additionalPrinterColumns`, or the AGE column.
+fn printer_columns(version: &Value) -> Vec<(Column, String)> {
+    let defined: Vec<(Column, String)> = version["additionalPrinterColumns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let text = |f: &str| c[f].as_str().unwrap_or("").to_string();
+            let column = Column {
+                name: text("name").into(),
+                kind: text("type").into(),
+                format: text("format").into(),
+                priority: c["priority"].as_u64().unwrap_or(0).min(u8::MAX.into()) as u8,
+                description: text("description").into(),
+            };
+            Some((column, c["jsonPath"].as_str()?.to_string()))
+        })
+        .collect();
+    if defined.is_empty() {
+        vec![(Column::AGE, ".metadata.creationTimestamp".into())]
+    } else {
+        defined
+    }
+}
+
+/// The values a printer column's JSONPath selects: `.a.b`, `.a[0]`, `.a[*]`, `.a['b.c']` and
+/// `.a[?(@.k=="v")]` steps, as CRDs' columns use them.
+fn json_path<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
+    let mut current = vec![obj];
+    let mut rest = path.trim().trim_start_matches('{').trim_end_matches('}');
+    while !rest.is_empty() {
+        let (step, next) = if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            (Step::Field(&r[..end]), &r[end..])
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let Some(end) = r.find(']') else {
+                return vec![];
+            };
+            (Step::parse(&r[..end]), &r[end + 1..])
+        } else {
+            return vec![];
+        };
+        current = current.into_iter().flat_map(|v| step.select(v)).collect();
+        rest = next;
+    }
+    current
+}
+
+/// One step of a printer column's JSONPath.
+enum Step<'p> {
+    Field(&'p str),
+    Index(usize),
+    All,
+    Filter(&'p str, String),
+    Invalid,
+}
+
+impl<'p> Step<'p> {
+    fn parse(inner: &'p str) -> Step<'p> {
+        let inner = inner.trim();
+        if inner == "*" {
+            return Step::All;
+        }
+        if let Ok(i) = inner.parse() {
+            return Step::Index(i);
+        }
+        if let Some(quoted) = inner.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+            return Step::Field(quoted);
+        }
+        if let Some(cond) = inner.strip_prefix("?(@.").and_then(|s| s.strip_suffix(')'))
+            && let Some((key, value)) = cond.split_once("==")
+        {
+            let value = value.trim().trim_matches(['"', '\'']).to_string();
+            return Step::Filter(key.trim(), value);
+        }
+        Step::Invalid
+    }
+
+    fn select<'a>(&self, v: &'a Value) -> Vec<&'a Value> {
+        match self {
+            Step::Field(f) => v.get(*f).into_iter().collect(),
+            Step::Index(i) => v.get(*i).into_iter().collect(),
+            Step::All => match v {
+                Value::Array(a) => a.iter().collect(),
+                Value::Object(o) => o.values().collect(),
+                _ => vec![],
+            },
+            Step::Filter(key, value) => v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| match e.get(*key) {
+                    Some(Value::String(s)) => s == value,
+                    Some(other) => other.to_string() == *value,
+                    None => false,
+                })
+                .collect(),
+            Step::Invalid => vec![],
+        }
+    }
+}
+
+/// A printer column's cell: dates as ages (as Kubernetes converts them), several values joined by
+/// commas, nothing as null (`<none>`).
+fn cell(column: &Column, values: &[&Value], now: jiff::Timestamp) -> Value {
+    match values {
+        [] => Value::Null,
+        [one] if column.kind == "date" => match one.as_str() {
+            Some(t) => crate::table::age(Some(t), now).into(),
+            None => Value::Null,
+        },
+        [one] if column.kind != "string" => (*one).clone(),
+        many => many
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+            .into(),
+    }
 }
 
 impl Custom {
@@ -321,12 +451,47 @@ impl Strategy for Custom {
         schemars::Schema::try_from(json!({"$ref": reference})).unwrap_or_default()
     }
     fn columns(&self) -> &[Column] {
-        &[Column::AGE]
+        &self.column_list
     }
     fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
-        vec![
-            Value::String(crate::table::name(obj).to_string()),
-            crate::table::age(crate::table::created(obj), now).into(),
-        ]
+        let mut cells = vec![Value::String(crate::table::name(obj).to_string())];
+        for (column, path) in &self.columns {
+            cells.push(cell(column, &json_path(obj, path), now));
+        }
+        cells
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printer_column_paths() {
+        let obj = json!({"metadata": {"name": "a", "labels": {"app.kubernetes.io/name": "x"}},
+            "spec": {"replicas": 3, "tags": ["p", "q"]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Synced", "status": "False"}]}});
+        assert_eq!(json_path(&obj, ".spec.replicas"), vec![&json!(3)]);
+        assert_eq!(json_path(&obj, "{.spec.tags[1]}"), vec![&json!("q")]);
+        assert_eq!(json_path(&obj, ".spec.tags[*]").len(), 2);
+        assert_eq!(
+            json_path(&obj, ".metadata.labels['app.kubernetes.io/name']"),
+            vec![&json!("x")]
+        );
+        assert_eq!(
+            json_path(&obj, ".status.conditions[?(@.type==\"Ready\")].status"),
+            vec![&json!("True")]
+        );
+        assert!(json_path(&obj, ".spec.missing").is_empty());
+        assert!(json_path(&obj, ".spec[bad").is_empty());
+        let now: jiff::Timestamp = "2026-01-01T01:00:00Z".parse().expect("time");
+        let date = Column::new("Age", "date", 0, "");
+        assert_eq!(
+            cell(&date, &[&json!("2026-01-01T00:00:00Z")], now),
+            json!("60m")
+        );
+        let int = Column::new("Replicas", "integer", 0, "");
+        assert_eq!(cell(&int, &[&json!(3)], now), json!(3));
+        assert_eq!(cell(&int, &[], now), Value::Null);
     }
 }

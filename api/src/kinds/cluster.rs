@@ -65,13 +65,12 @@ const EVENT_COLS: &[Column] = &[
     Column::wide("Source", "The component reporting this event."),
     Column::text("Message", "A human-readable description of the event."),
     Column::wide("First Seen", "When the event was first seen."),
-    Column {
-        name: "Count",
-        kind: "integer",
-        format: "",
-        priority: 1,
-        description: "The number of times this event has occurred.",
-    },
+    Column::new(
+        "Count",
+        "integer",
+        1,
+        "The number of times this event has occurred.",
+    ),
     Column::wide("Name", "The name of the event object."),
 ];
 
