@@ -357,7 +357,9 @@ impl<'p> Step<'p> {
                 .flatten()
                 .filter(|e| match e.get(*key) {
                     Some(Value::String(s)) => s == value,
-                    Some(other) => other.to_string() == *value,
+                    Some(other) => {
+                        serde_json::from_str::<Value>(value).ok().as_ref() == Some(other)
+                    }
                     None => false,
                 })
                 .collect(),
