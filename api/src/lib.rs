@@ -17,4 +17,4 @@ pub mod table;
 pub mod validation;
 
 pub use error::{ApiError, ApiResult, Cause};
-pub use registry::{Decoded, KindInfo, Registry, Strategy, Subresource, UpdateScope};
+pub use registry::{Decoded, KindInfo, Registry, ScalePaths, Strategy, Subresource, UpdateScope};

@@ -35,6 +35,41 @@ impl Subresource {
     }
 }
 
+/// Where the `scale` subresource reads and writes an object's replicas (JSON pointers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePaths {
+    /// The desired replicas, e.g. `/spec/replicas`.
+    pub spec_replicas: String,
+    /// The observed replicas, e.g. `/status/replicas`.
+    pub status_replicas: String,
+    /// A label selector string in the object (custom resources' `labelSelectorPath`); None: the
+    /// selector is derived from `spec.selector` (built-in workloads).
+    pub label_selector: Option<String>,
+}
+
+impl ScalePaths {
+    /// The built-in workloads' paths: `spec.replicas`, `status.replicas`, selector from `spec.selector`.
+    pub fn builtin() -> ScalePaths {
+        ScalePaths {
+            spec_replicas: "/spec/replicas".into(),
+            status_replicas: "/status/replicas".into(),
+            label_selector: None,
+        }
+    }
+
+    /// A JSON pointer from a CRD's dotted path (`.spec.replicas` → `/spec/replicas`).
+    pub fn pointer(dotted: &str) -> String {
+        dotted
+            .trim_start_matches('.')
+            .split('.')
+            .fold(String::new(), |mut p, step| {
+                p.push('/');
+                p.push_str(&step.replace('~', "~0").replace('/', "~1"));
+                p
+            })
+    }
+}
+
 /// Which rules an update follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateScope {
@@ -95,6 +130,8 @@ pub struct KindInfo {
     pub categories: Vec<String>,
     /// Subresources served.
     pub subresources: Vec<Subresource>,
+    /// Where the `scale` subresource finds the replicas (with [`Subresource::Scale`]).
+    pub scale: Option<ScalePaths>,
     /// Rule for `metadata.name`.
     pub name_rule: NameRule,
     /// Field selectors supported beyond `metadata.name` and `metadata.namespace`, each with the value an

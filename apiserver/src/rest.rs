@@ -69,7 +69,11 @@ async fn dispatch(
         }
         ("GET", true, Some("scale")) => {
             let (obj, _) = srv.read(kind, ns, name).await?;
-            Ok(negotiate::respond(200, &scale_of(&obj), &Format::Json))
+            Ok(negotiate::respond(
+                200,
+                &scale_of(&t.kind, &obj),
+                &Format::Json,
+            ))
         }
         ("POST", false, None) => {
             if kind.namespaced && t.namespace.is_none() {
@@ -801,24 +805,20 @@ async fn evict(
     Ok(negotiate::respond(201, &status, &Format::Json))
 }
 
-/// The `autoscaling/v1 Scale` view of an object with `spec.replicas`.
-fn scale_of(obj: &Value) -> Value {
-    let selector = match obj.pointer("/spec/selector") {
-        Some(Value::Object(m))
-            if m.contains_key("matchLabels") || m.contains_key("matchExpressions") =>
-        {
-            serde_json::from_value(Value::Object(m.clone()))
-                .ok()
-                .and_then(|s| LabelSelector::from_api(&s).ok())
-                .map(|s| s.to_string())
-        }
-        Some(v @ Value::Object(_)) => {
-            Some(LabelSelector::from_map(&meta::string_map(Some(v))).to_string())
-        }
-        _ => None,
+/// The `autoscaling/v1 Scale` view of an object, its replicas where `kind`'s scale paths say.
+fn scale_of(kind: &KindInfo, obj: &Value) -> Value {
+    let paths = kind
+        .scale
+        .clone()
+        .unwrap_or_else(atoll_api::ScalePaths::builtin);
+    let selector = match (&paths.label_selector, obj.pointer("/spec/selector")) {
+        (Some(path), _) => obj
+            .pointer(path)
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        (None, selector) => builtin_selector(selector),
     };
-    let mut status =
-        json!({"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0)});
+    let mut status = json!({"replicas": obj.pointer(&paths.status_replicas).and_then(Value::as_i64).unwrap_or(0)});
     if let Some(s) = selector {
         status["selector"] = s.into();
     }
@@ -832,9 +832,27 @@ fn scale_of(obj: &Value) -> Value {
             "resourceVersion": meta::resource_version(obj),
             "creationTimestamp": obj.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null),
         },
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
+        "spec": {"replicas": obj.pointer(&paths.spec_replicas).and_then(Value::as_i64).unwrap_or(1)},
         "status": status,
     })
+}
+
+/// The selector string of a built-in workload's `spec.selector` (a LabelSelector or a map).
+fn builtin_selector(selector: Option<&Value>) -> Option<String> {
+    match selector {
+        Some(Value::Object(m))
+            if m.contains_key("matchLabels") || m.contains_key("matchExpressions") =>
+        {
+            serde_json::from_value(Value::Object(m.clone()))
+                .ok()
+                .and_then(|s| LabelSelector::from_api(&s).ok())
+                .map(|s| s.to_string())
+        }
+        Some(v @ Value::Object(_)) => {
+            Some(LabelSelector::from_map(&meta::string_map(Some(v))).to_string())
+        }
+        _ => None,
+    }
 }
 
 /// PUT or PATCH of `<resource>/scale`: `wanted` turns the current Scale into the desired one.
@@ -846,9 +864,14 @@ async fn scale_update(
 ) -> ApiResult<Response> {
     let kind = t.kind.clone();
     let name = t.name().to_string();
+    let spec_path = kind
+        .scale
+        .as_ref()
+        .map_or("/spec/replicas".to_string(), |p| p.spec_replicas.clone());
+    let scale_kind = kind.clone();
     let mutate = {
         move |old: &Value| -> ApiResult<Value> {
-            let scale = wanted(&scale_of(old))?;
+            let scale = wanted(&scale_of(&scale_kind, old))?;
             if scale
                 .get("kind")
                 .and_then(Value::as_str)
@@ -883,7 +906,7 @@ async fn scale_update(
                 ));
             }
             let mut new = old.clone();
-            new["spec"]["replicas"] = replicas.into();
+            set_pointer(&mut new, &spec_path, replicas.into());
             let rv = meta::resource_version(&scale);
             meta::set(
                 &mut new,
@@ -903,5 +926,32 @@ async fn scale_update(
             &mutate,
         )
         .await?;
-    Ok(negotiate::respond(code, &scale_of(&obj), &Format::Json))
+    Ok(negotiate::respond(
+        code,
+        &scale_of(&kind, &obj),
+        &Format::Json,
+    ))
+}
+
+/// Sets the value at a JSON pointer, making the objects on the way.
+fn set_pointer(obj: &mut Value, pointer: &str, value: Value) {
+    let mut at = obj;
+    let steps: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    for (i, step) in steps.iter().enumerate() {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        let Some(map) = at.as_object_mut() else {
+            return;
+        };
+        if i + 1 == steps.len() {
+            map.insert(step.clone(), value);
+            return;
+        }
+        at = map.entry(step.clone()).or_insert_with(|| json!({}));
+    }
 }

@@ -229,3 +229,54 @@ async fn deleting_a_crd_deletes_its_resources_and_a_restart_keeps_them_served() 
     .await;
     assert!(names(&listed).is_empty(), "{listed}");
 }
+
+#[tokio::test]
+async fn the_scale_subresource_follows_the_crd_paths() {
+    let c = Cluster::start().await;
+    let h = c.http();
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "fleets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"kind": "Fleet", "plural": "fleets"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}, "scale": {
+                    "specReplicasPath": ".spec.size", "statusReplicasPath": ".status.ready",
+                    "labelSelectorPath": ".status.selector"}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
+                    "status": {"type": "object", "properties": {
+                        "ready": {"type": "integer"}, "selector": {"type": "string"}}}}}}}]},
+    });
+    expect(&h.json("POST", CRDS, &crd).await, 201);
+    let fleets = "/apis/example.com/v1/namespaces/default/fleets";
+    let fleet = json!({"apiVersion": "example.com/v1", "kind": "Fleet", "metadata": {"name": "f"}, "spec": {"size": 2}});
+    eventually("the fleet to be created", || async {
+        (h.json("POST", fleets, &fleet).await.status == 201).then_some(())
+    })
+    .await;
+    let status = json!({"status": {"ready": 2, "selector": "app=f"}});
+    expect(
+        &h.patch(
+            &format!("{fleets}/f/status"),
+            "application/merge-patch+json",
+            &status,
+        )
+        .await,
+        200,
+    );
+    let scale = expect(&h.get(&format!("{fleets}/f/scale")).await, 200);
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 2);
+    assert_eq!(scale["status"], json!({"replicas": 2, "selector": "app=f"}));
+    let scaled = h
+        .patch(
+            &format!("{fleets}/f/scale"),
+            "application/merge-patch+json",
+            &json!({"spec": {"replicas": 5}}),
+        )
+        .await;
+    assert_eq!(expect(&scaled, 200)["spec"]["replicas"], 5);
+    let f = expect(&h.get(&format!("{fleets}/f")).await, 200);
+    assert_eq!(f["spec"]["size"], 5);
+}

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::Typed;
 use crate::error::Cause;
-use crate::registry::{Decoded, KindInfo, Strategy, Subresource, UpdateScope};
+use crate::registry::{Decoded, KindInfo, ScalePaths, Strategy, Subresource, UpdateScope};
 use crate::table::Column;
 use crate::validation::{self, NameRule};
 
@@ -210,6 +210,13 @@ pub fn custom_kind(crd: &Value) -> Option<KindInfo> {
             .collect()
     };
     let status = v.pointer("/subresources/status").is_some();
+    let scale = v.pointer("/subresources/scale").and_then(|s| {
+        Some(ScalePaths {
+            spec_replicas: ScalePaths::pointer(s["specReplicasPath"].as_str()?),
+            status_replicas: ScalePaths::pointer(s["statusReplicasPath"].as_str()?),
+            label_selector: s["labelSelectorPath"].as_str().map(ScalePaths::pointer),
+        })
+    });
     let schema = v
         .pointer("/schema/openAPIV3Schema")
         .cloned()
@@ -224,11 +231,14 @@ pub fn custom_kind(crd: &Value) -> Option<KindInfo> {
         short_names: strings(&names["shortNames"]),
         categories: strings(&names["categories"]),
         namespaced: spec["scope"] == "Namespaced",
-        subresources: if status {
-            vec![Subresource::Status]
-        } else {
-            vec![]
-        },
+        subresources: [
+            status.then_some(Subresource::Status),
+            scale.is_some().then_some(Subresource::Scale),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        scale,
         name_rule: NameRule::Subdomain,
         fields: vec![],
         has_spec: true,

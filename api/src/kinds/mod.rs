@@ -189,6 +189,10 @@ impl Entry {
             short_names: self.short_names.iter().map(|s| s.to_string()).collect(),
             categories: self.categories.iter().map(|s| s.to_string()).collect(),
             subresources: self.subresources.to_vec(),
+            scale: self
+                .subresources
+                .contains(&Subresource::Scale)
+                .then(crate::registry::ScalePaths::builtin),
             name_rule: self.name_rule,
             fields: self
                 .fields
