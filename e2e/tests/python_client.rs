@@ -1,5 +1,6 @@
 //! The official Python client (`kubernetes` from PyPI, installed into a venv the test makes) against
-//! the `atoll apiserver` binary: create, list with a selector, strategic-merge patch, watch, delete.
+//! the `atoll apiserver` binary: create, list with a selector, strategic-merge patch, watch, delete;
+//! and a custom resource through `ApiextensionsV1Api` and `CustomObjectsApi`.
 
 use std::process::Command;
 
@@ -49,6 +50,43 @@ try:
 except client.exceptions.ApiException as e:
     assert e.status == 404, e
 v1.delete_namespaced_service("py-svc", ns)
+
+# A custom resource: define it, wait until it is established, then use it.
+import time
+ext = client.ApiextensionsV1Api()
+ext.create_custom_resource_definition({
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "notes.example.com"},
+    "spec": {"group": "example.com", "scope": "Namespaced",
+             "names": {"kind": "Note", "plural": "notes", "singular": "note"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                 "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                     "text": {"type": "string"}, "stars": {"type": "integer", "default": 0}}}}}}}]}})
+for _ in range(100):
+    crd = ext.read_custom_resource_definition("notes.example.com")
+    if crd.status and any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+        break
+    time.sleep(0.1)
+else:
+    raise AssertionError("the CRD was never established")
+co = client.CustomObjectsApi()
+note = None
+for _ in range(50):
+    try:
+        note = co.create_namespaced_custom_object("example.com", "v1", ns, "notes",
+            {"apiVersion": "example.com/v1", "kind": "Note", "metadata": {"name": "n1"}, "spec": {"text": "hi"}})
+        break
+    except client.exceptions.ApiException as e:
+        assert e.status == 404, e
+        time.sleep(0.1)
+assert note and note["spec"] == {"text": "hi", "stars": 0}, note
+notes = co.list_namespaced_custom_object("example.com", "v1", ns, "notes")
+assert [n["metadata"]["name"] for n in notes["items"]] == ["n1"], notes
+patched = co.patch_namespaced_custom_object("example.com", "v1", ns, "notes", "n1", {"spec": {"stars": 5}})
+assert patched["spec"]["stars"] == 5, patched
+co.delete_namespaced_custom_object("example.com", "v1", ns, "notes", "n1")
+assert co.list_namespaced_custom_object("example.com", "v1", ns, "notes")["items"] == []
+ext.delete_custom_resource_definition("notes.example.com")
 print("python client ok")
 "#;
 
