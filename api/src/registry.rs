@@ -107,6 +107,10 @@ pub trait Strategy: Send + Sync {
     fn columns(&self) -> &[Column];
     /// The cells of one object's row, in column order.
     fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value>;
+    /// Whether strategic merge patches apply (custom resources have no patch strategies: 415).
+    fn strategic_merge(&self) -> bool {
+        true
+    }
 }
 
 /// A served resource: its names, scope, subresources, field selectors and strategy.

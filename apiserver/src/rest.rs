@@ -122,6 +122,14 @@ async fn dispatch(
         ("PATCH", true, None | Some("status") | Some("scale")) => {
             let patch_type = content_type(headers)
                 .and_then(|ct| PatchType::parse(ct).map_err(ApiError::unsupported_media_type))?;
+            if patch_type == PatchType::Strategic
+                && sub != Some("scale")
+                && !t.kind.strategy.strategic_merge()
+            {
+                return Err(ApiError::unsupported_media_type(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                ));
+            }
             if body.len() > negotiate::MAX_BODY_BYTES {
                 return Err(negotiate::too_large());
             }

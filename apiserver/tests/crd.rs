@@ -149,6 +149,15 @@ async fn a_crd_is_established_and_its_resources_checked_against_the_schema() {
         )
         .await;
     let status = expect(&status, 200);
+    // No patch strategies for custom resources: a strategic merge patch is refused, as Kubernetes does.
+    let smp = h
+        .patch(
+            &format!("{DOCS}/a"),
+            "application/strategic-merge-patch+json",
+            &json!({"spec": {"title": "x"}}),
+        )
+        .await;
+    assert_eq!(expect(&smp, 415)["reason"], "UnsupportedMediaType");
     assert_eq!(status["status"]["phase"], "Done");
     assert_eq!(status["spec"]["title"], "A2");
     assert_eq!(status["metadata"]["generation"], 2);

@@ -465,6 +465,9 @@ impl Strategy for Custom {
     fn columns(&self) -> &[Column] {
         &self.column_list
     }
+    fn strategic_merge(&self) -> bool {
+        false
+    }
     fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         let mut cells = vec![Value::String(crate::table::name(obj).to_string())];
         for (column, path) in &self.columns {
