@@ -95,6 +95,8 @@ pub async fn sync(srv: &Server) -> ApiResult<bool> {
     let builtin = atoll_api::kinds::builtin();
     let mut taken: BTreeSet<String> = builtin.kinds().iter().map(|k| k.qualified()).collect();
     let mut served = vec![];
+    // What the served kinds were made from: unchanged, nothing is rebuilt.
+    let mut sources = vec![];
     let mut verdicts = vec![];
     for crd in &crds {
         let verdict = match custom_kind(crd) {
@@ -105,12 +107,13 @@ pub async fn sync(srv: &Server) -> ApiResult<bool> {
             Some(k) => {
                 taken.insert(k.qualified());
                 served.push(k);
+                sources.push(crd.get("spec").cloned().unwrap_or(Value::Null));
                 Ok(())
             }
         };
         verdicts.push(verdict);
     }
-    srv.serve_kinds(served).await?;
+    srv.serve_kinds(served, Value::Array(sources)).await?;
     let mut again = false;
     for (crd, verdict) in crds.iter().zip(verdicts) {
         set_status(srv, &kind, crd, &verdict).await;

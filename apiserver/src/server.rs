@@ -75,6 +75,8 @@ pub struct Served {
     pub openapi: crate::openapi::OpenApi,
     /// The kinds' types, for strategic merge patches and field ownership.
     pub types: atoll_api::strategic::TypeGraph,
+    /// What the custom kinds were made from (the accepted CRDs' specs).
+    source: serde_json::Value,
 }
 
 impl Served {
@@ -97,6 +99,7 @@ impl Served {
             types: atoll_api::strategic::TypeGraph::of_registry(&registry),
             registry,
             caches,
+            source: serde_json::Value::Array(vec![]),
         }
     }
 }
@@ -128,15 +131,24 @@ impl Server {
             .cloned()
             .ok_or_else(|| ApiError::not_found(&kind.group, &kind.plural, ""))
     }
-    /// Serves the built-in kinds plus `custom` from now on: caches of new resources are loaded first,
-    /// those of resources no longer served are stopped.
-    pub async fn serve_kinds(&self, custom: Vec<KindInfo>) -> ApiResult<()> {
+    /// Serves the built-in kinds plus `custom` (made from `source`) from now on: caches of new
+    /// resources are loaded first, those of resources no longer served are stopped. Nothing changes
+    /// when `source` is what the served kinds were made from.
+    pub async fn serve_kinds(
+        &self,
+        custom: Vec<KindInfo>,
+        source: serde_json::Value,
+    ) -> ApiResult<()> {
+        if self.served().source == source {
+            return Ok(());
+        }
         let mut registry = atoll_api::kinds::builtin();
         for k in custom {
             registry.add(k);
         }
         let old = self.served();
-        let served = Served::build(registry, &old.caches, &self.store);
+        let mut served = Served::build(registry, &old.caches, &self.store);
+        served.source = source;
         for (name, cache) in &served.caches {
             if !old.caches.contains_key(name) {
                 cache.wait_for(1, Duration::from_secs(30)).await?;
