@@ -44,11 +44,14 @@ const SERVER_METADATA: [&str; 10] = [
 /// The schema of `metadata`.
 const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 
-/// Fields no manager owns: identity and server-set metadata.
-fn ignored(path: &[String]) -> bool {
+/// Fields a writer of `subresource` does not own: identity and server-set metadata always; on the
+/// main resource the status (written through its subresource); through `status`, all but the status.
+fn ignored(path: &[String], subresource: &str) -> bool {
+    if subresource == "status" {
+        return path.first().is_none_or(|a| a != "f:status");
+    }
     match path {
         [a] => a == "f:apiVersion" || a == "f:kind",
-        // Status is written through its subresource and reset on the main resource: not tracked.
         [a, ..] if a == "f:status" => true,
         [m, f, ..] if m == "f:metadata" => f
             .strip_prefix("f:")
@@ -79,12 +82,19 @@ impl TypeGraph {
         ListKind::Atomic
     }
 
-    /// The field paths `config` sets, with list elements identified as they are in `object`
-    /// (where defaults may have filled key fields the config left out).
-    pub fn fields_of(&self, root: &str, config: &Value, object: &Value) -> FieldSet {
+    /// The field paths `config` sets that a writer of `subresource` ("" for the main resource) owns,
+    /// with list elements identified as they are in `object` (where defaults may have filled key
+    /// fields the config left out).
+    pub fn fields_of(
+        &self,
+        root: &str,
+        config: &Value,
+        object: &Value,
+        subresource: &str,
+    ) -> FieldSet {
         let mut out = FieldSet::new();
         self.collect(&self.root_ty(root), config, object, &mut vec![], &mut out);
-        out.retain(|p| !ignored(p));
+        out.retain(|p| !ignored(p, subresource));
         out
     }
 
@@ -234,10 +244,17 @@ impl TypeGraph {
 
     /// The leaf field paths whose value differs between `old` and `new` (all of `new`'s when `old` is
     /// absent); an element itself (`.`) counts when it is new. Identical subtrees are skipped whole.
-    pub fn changed_fields(&self, root: &str, old: Option<&Value>, new: &Value) -> FieldSet {
+    /// Only the fields a writer of `subresource` owns count (see [`TypeGraph::fields_of`]).
+    pub fn changed_fields(
+        &self,
+        root: &str,
+        old: Option<&Value>,
+        new: &Value,
+        subresource: &str,
+    ) -> FieldSet {
         let mut out = FieldSet::new();
         self.changed(&self.root_ty(root), old, new, &mut vec![], &mut out);
-        out.retain(|p| !ignored(p));
+        out.retain(|p| !ignored(p, subresource));
         out
     }
 
@@ -568,7 +585,7 @@ pub fn record_update(
         }
         return;
     }
-    let changed = graph.changed_fields(root, old, new);
+    let changed = graph.changed_fields(root, old, new, w.subresource);
     let mut list = old.map(entries).unwrap_or_default();
     // Fields that no longer exist are owned by no one.
     for e in &mut list {
@@ -604,12 +621,13 @@ pub fn settle_applied(
     obj: &mut Value,
     config: &Value,
     manager: &str,
+    subresource: &str,
 ) {
-    let fields = graph.fields_of(root, config, obj);
+    let fields = graph.fields_of(root, config, obj, subresource);
     let mut list = entries(obj);
     if let Some(e) = list
         .iter_mut()
-        .find(|e| e.manager == manager && e.operation == "Apply" && e.subresource.is_empty())
+        .find(|e| e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
     {
         e.fields = fields;
     }
@@ -656,7 +674,7 @@ pub fn apply(
     let empty = json!({});
     let base = live.unwrap_or(&empty);
     let mut merged = graph.merge_applied(root, base, config);
-    let applied = graph.fields_of(root, config, &merged);
+    let applied = graph.fields_of(root, config, &merged, w.subresource);
     let mut list = live.map(entries).unwrap_or_default();
     let previous: FieldSet = list
         .iter()
@@ -747,7 +765,7 @@ mod tests {
     fn fields_v1_round_trips_and_names_elements_by_key() {
         let g = graph();
         let c = cfg("nginx", None);
-        let set = g.fields_of(POD, &c, &c);
+        let set = g.fields_of(POD, &c, &c, "");
         let v1 = to_fields_v1(&set);
         assert!(
             v1["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"]["."].is_object(),
@@ -783,7 +801,7 @@ mod tests {
         let mut created = pod.clone();
         record_update(&g, POD, None, &mut created, &w("maker"));
         let fast = entries(&created).remove(0).fields;
-        assert_eq!(fast, g.changed_fields(POD, None, &pod));
+        assert_eq!(fast, g.changed_fields(POD, None, &pod, ""));
         assert!(fast.contains(&vec![
             "f:metadata".to_string(),
             "f:finalizers".into(),

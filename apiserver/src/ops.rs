@@ -515,7 +515,7 @@ impl Server {
             return Err(invalid(kind, &obj, causes));
         }
         match &fields.applied {
-            Some(config) => self.settle_applied(kind, &mut obj, config, &fields.manager),
+            Some(config) => self.settle_applied(kind, &mut obj, config, &fields.manager, ""),
             None => self.record_fields(kind, None, &mut obj, "", fields),
         }
         let mut taken = BTreeSet::new();
@@ -628,15 +628,15 @@ impl Server {
                 None
             };
             let (mut new, unknown) = self.prepare_update(kind, namespace, name, mode, &old, new)?;
+            let sub = match mode {
+                UpdateMode::Status => "status",
+                UpdateMode::Finalize => "finalize",
+                _ => "",
+            };
             if let Some(config) = &fields.applied {
                 meta::set(&mut new, "managedFields", applied_fields);
-                self.settle_applied(kind, &mut new, config, &fields.manager);
+                self.settle_applied(kind, &mut new, config, &fields.manager, sub);
             } else {
-                let sub = match mode {
-                    UpdateMode::Status => "status",
-                    UpdateMode::Finalize => "finalize",
-                    _ => "",
-                };
                 self.record_fields(kind, Some(&old), &mut new, sub, fields);
             }
             fields.apply(kind, &unknown)?;
@@ -697,10 +697,24 @@ impl Server {
     }
 
     /// Sets an applier's owned fields as the stored object identifies them.
-    fn settle_applied(&self, kind: &KindInfo, obj: &mut Value, config: &Value, manager: &str) {
+    fn settle_applied(
+        &self,
+        kind: &KindInfo,
+        obj: &mut Value,
+        config: &Value,
+        manager: &str,
+        subresource: &str,
+    ) {
         let served = self.served();
         if let Some(root) = served.types.root_of(kind) {
-            atoll_api::apply::settle_applied(&served.types, root, obj, config, manager);
+            atoll_api::apply::settle_applied(
+                &served.types,
+                root,
+                obj,
+                config,
+                manager,
+                subresource,
+            );
         }
     }
 

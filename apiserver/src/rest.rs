@@ -113,7 +113,7 @@ async fn dispatch(
             let wanted = negotiate::decode_body(headers, body)?;
             scale_update(srv, t, q, move |_scale| Ok(wanted.clone())).await
         }
-        ("PATCH", true, None)
+        ("PATCH", true, None | Some("status"))
             if content_type(headers)
                 .is_ok_and(|ct| ct.split(';').next().unwrap_or("").trim() == APPLY) =>
         {
@@ -707,15 +707,17 @@ async fn server_side_apply(
     let api_version = kind.api_version();
     let manager = opts.manager.clone();
     let ns = t.namespace.as_deref().unwrap_or("");
+    // An apply to `/status` owns status fields under the `status` subresource; it never creates.
+    let status = t.sub.as_deref() == Some("status");
     let writer = atoll_api::apply::Writer {
         manager: &manager,
         api_version: &api_version,
-        subresource: "",
+        subresource: if status { "status" } else { "" },
         time: &time,
     };
     let exists = match srv.read(kind, ns, t.name()).await {
         Ok(_) => true,
-        Err(e) if e.code == 404 => false,
+        Err(e) if e.code == 404 && !status => false,
         Err(e) => return Err(e),
     };
     if !exists {
@@ -740,8 +742,13 @@ async fn server_side_apply(
         );
         Ok(merged)
     };
+    let mode = if status {
+        UpdateMode::Status
+    } else {
+        UpdateMode::Main
+    };
     let (code, obj) = srv
-        .update(kind, ns, t.name(), UpdateMode::Main, &mut opts, &apply)
+        .update(kind, ns, t.name(), mode, &mut opts, &apply)
         .await?;
     let resp = render_one(kind, code, obj, format, srv.now(), q);
     Ok(negotiate::with_warnings(resp, &opts.warnings))

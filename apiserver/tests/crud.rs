@@ -768,4 +768,80 @@ async fn server_side_apply_and_field_ownership() {
     );
     assert_eq!(made["metadata"]["managedFields"][0]["manager"], "maker");
     assert!(made["metadata"]["managedFields"][0]["fieldsV1"]["f:data"]["f:a"].is_object());
+
+    // Apply to the status subresource: only status changes, owned under subresource "status";
+    // another manager's status field conflicts; a missing object is 404, not created.
+    let apply_status = |manager: &str, force: bool, body: &str| {
+        let h = h.clone();
+        let path = format!(
+            "{PODS}/ssa/status?fieldManager={manager}{}",
+            if force { "&force=true" } else { "" }
+        );
+        let body = body.to_string();
+        async move {
+            h.send(
+                "PATCH",
+                &path,
+                &[("content-type", "application/apply-patch+yaml")],
+                body,
+            )
+            .await
+        }
+    };
+    let entry = |obj: &serde_json::Value, manager: &str, sub: &str| {
+        obj["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["manager"] == manager && m["subresource"].as_str().unwrap_or("") == sub)
+            .cloned()
+    };
+    let status = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ssa\nspec:\n  nodeName: ignored\nstatus:\n  message: applied\n";
+    let applied = expect(&apply_status("kubelet", false, status).await, 200);
+    assert_eq!(applied["status"]["message"], "applied");
+    assert!(
+        applied["spec"].get("nodeName").is_none(),
+        "{}",
+        applied["spec"]
+    );
+    let owned = entry(&applied, "kubelet", "status").expect("the kubelet's status entry");
+    assert_eq!(
+        owned["fieldsV1"],
+        json!({"f:status": {"f:message": {}}}),
+        "only status fields are owned through /status"
+    );
+    let other = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ssa\nstatus:\n  message: mine\n";
+    let conflict = expect(&apply_status("other", false, other).await, 409);
+    assert!(
+        conflict["message"]
+            .as_str()
+            .unwrap()
+            .contains(".status.message"),
+        "{conflict}"
+    );
+    let forced = expect(&apply_status("other", true, other).await, 200);
+    assert_eq!(forced["status"]["message"], "mine");
+    assert!(entry(&forced, "other", "status").is_some());
+    // A plain status update is recorded under the status subresource too.
+    let updated = expect(
+        &h.patch(
+            &format!("{PODS}/ssa/status?fieldManager=patcher"),
+            "application/merge-patch+json",
+            &json!({"status": {"reason": "Testing"}}),
+        )
+        .await,
+        200,
+    );
+    let patcher = entry(&updated, "patcher", "status").expect("the patcher's status entry");
+    assert_eq!(patcher["operation"], "Update");
+    assert_eq!(patcher["fieldsV1"], json!({"f:status": {"f:reason": {}}}));
+    let missing = h
+        .send(
+            "PATCH",
+            &format!("{PODS}/nobody/status?fieldManager=kubelet"),
+            &[("content-type", "application/apply-patch+yaml")],
+            status.replace("ssa", "nobody"),
+        )
+        .await;
+    expect(&missing, 404);
 }

@@ -233,7 +233,10 @@ async fn kube_derive_custom_resources() {
     let err = env.fails(&["create", "-f", &bad]);
     assert!(err.contains("colour"), "{err}");
     let explained = env.ok(&["explain", "documents.spec"]);
-    assert!(explained.contains("title") && explained.contains("pages"), "{explained}");
+    assert!(
+        explained.contains("title") && explained.contains("pages"),
+        "{explained}"
+    );
     env.ok(&["delete", "crd", "documents.example.com"]);
     let gone = env.fails(&["get", "doc"]);
     assert!(!gone.is_empty());
