@@ -267,6 +267,28 @@ fn kubectl_everyday_commands() {
         "--show-managed-fields",
     ]);
     assert!(managed.contains("kubectl"), "{managed}");
+    // Server-side apply of the status subresource: status changes, owned under "status".
+    let status_file = env.write(
+        "ssa-status.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ssa\nstatus:\n  message: applied by status\n",
+    );
+    env.ok(&[
+        "apply",
+        "--server-side",
+        "--subresource=status",
+        "--field-manager=status-writer",
+        "-f",
+        &status_file,
+    ]);
+    let subresources = env.ok(&[
+        "get",
+        "pod",
+        "ssa",
+        "-o",
+        "jsonpath={.status.message}/{.metadata.managedFields[?(@.manager==\"status-writer\")].subresource}",
+        "--show-managed-fields",
+    ]);
+    assert_eq!(subresources, "applied by status/status");
     env.ok(&["delete", "pod", "ssa"]);
 
     // More pods, listed in chunks of one.
