@@ -40,6 +40,8 @@ struct State {
     processing: HashSet<String>,
     /// Failures in a row per key (the backoff exponent).
     failures: HashMap<String, u32>,
+    /// Keys waiting to be added later, with when: only the earliest wait of a key is kept.
+    delayed: HashMap<String, Instant>,
 }
 
 /// A deduplicating, rate-limited work queue of object keys (`namespace/name` or `name`). Cheap to
@@ -82,16 +84,36 @@ impl Queue {
         }
     }
 
-    /// Queues `key` after `delay`.
+    /// Queues `key` after `delay`. A key already waiting to be added no later than that is left
+    /// alone, so repeated calls leave one timer per key (as client-go's delaying queue does).
     pub fn add_after(&self, key: impl Into<String>, delay: Duration) {
         let key = key.into();
         if delay.is_zero() {
             return self.add(key);
         }
+        let due = Instant::now() + delay;
+        {
+            let mut s = self.lock();
+            if s.delayed.get(&key).is_some_and(|&d| d <= due) {
+                return;
+            }
+            s.delayed.insert(key.clone(), due);
+        }
         let queue = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            queue.add(key);
+            tokio::time::sleep_until(due.into()).await;
+            // An earlier wait of the key that replaced this one has added it already.
+            let mine = {
+                let mut s = queue.lock();
+                let mine = s.delayed.get(&key) == Some(&due);
+                if mine {
+                    s.delayed.remove(&key);
+                }
+                mine
+            };
+            if mine {
+                queue.add(key);
+            }
         });
     }
 
@@ -221,6 +243,24 @@ mod tests {
             .expect("woken")
             .expect("joined");
         assert_eq!(got, "x");
+    }
+
+    #[tokio::test]
+    async fn a_key_waits_once_for_its_earliest_time() {
+        let q = queue();
+        for _ in 0..100 {
+            q.add_after("k", Duration::from_secs(3600));
+        }
+        q.add_after("k", Duration::from_millis(20));
+        q.add_after("k", Duration::from_secs(60));
+        assert_eq!(q.lock().delayed.len(), 1);
+        let got = tokio::time::timeout(Duration::from_secs(5), q.next())
+            .await
+            .expect("added at the earliest time");
+        assert_eq!(got, "k");
+        q.done("k");
+        assert!(q.lock().delayed.is_empty());
+        assert!(q.is_empty());
     }
 
     #[tokio::test]
