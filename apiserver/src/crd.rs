@@ -196,23 +196,10 @@ async fn set_status(srv: &Server, kind: &KindInfo, crd: &Value, verdict: &Result
     if status == old {
         return;
     }
-    let revision = meta::resource_version(crd).to_string();
-    let result = srv
-        .update(
-            kind,
-            "",
-            meta::name(crd),
-            UpdateMode::Status,
-            &mut WriteOpts::internal(false),
-            &|current: &Value| {
-                // Only the CRD as this pass saw it: a newer one gets its own pass.
-                let mut new = current.clone();
-                meta::set(&mut new, "resourceVersion", Some(revision.clone().into()));
-                new["status"] = status.clone();
-                Ok(new)
-            },
-        )
-        .await;
+    let result = write_as_seen(srv, kind, crd, UpdateMode::Status, |new| {
+        new["status"] = status.clone();
+    })
+    .await;
     if let Err(e) = result
         && e.code != 409
         && e.code != 404
@@ -243,35 +230,45 @@ async fn clean_up(srv: &Server, kind: &KindInfo, crd: &Value) -> ApiResult<bool>
             return Ok(false);
         }
     }
-    let revision = meta::resource_version(crd).to_string();
-    let result = srv
-        .update(
-            kind,
-            "",
-            meta::name(crd),
-            UpdateMode::Main,
-            &mut WriteOpts::internal(false),
-            &|current: &Value| {
-                let mut new = current.clone();
-                meta::set(&mut new, "resourceVersion", Some(revision.clone().into()));
-                let left: Vec<Value> = meta::finalizers(current)
-                    .into_iter()
-                    .filter(|f| f != CLEANUP_FINALIZER)
-                    .map(Value::from)
-                    .collect();
-                meta::set(
-                    &mut new,
-                    "finalizers",
-                    (!left.is_empty()).then(|| left.into()),
-                );
-                Ok(new)
-            },
-        )
-        .await;
+    let result = write_as_seen(srv, kind, crd, UpdateMode::Main, |new| {
+        let left: Vec<Value> = meta::finalizers(new)
+            .into_iter()
+            .filter(|f| f != CLEANUP_FINALIZER)
+            .map(Value::from)
+            .collect();
+        meta::set(new, "finalizers", (!left.is_empty()).then(|| left.into()));
+    })
+    .await;
     match result {
         Ok(_) => Ok(true),
         Err(e) if e.code == 404 => Ok(true),
         Err(e) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Writes `change` to the CRD as this pass saw it (its resourceVersion is the precondition, so a newer
+/// CRD is left to its own pass: 409).
+async fn write_as_seen(
+    srv: &Server,
+    kind: &KindInfo,
+    crd: &Value,
+    mode: UpdateMode,
+    change: impl Fn(&mut Value) + Send + Sync,
+) -> ApiResult<(u16, Value)> {
+    let revision = meta::resource_version(crd).to_string();
+    srv.update(
+        kind,
+        "",
+        meta::name(crd),
+        mode,
+        &mut WriteOpts::internal(false),
+        &|current: &Value| {
+            let mut new = current.clone();
+            meta::set(&mut new, "resourceVersion", Some(revision.clone().into()));
+            change(&mut new);
+            Ok(new)
+        },
+    )
+    .await
 }
