@@ -820,12 +820,16 @@ async fn evict(
     Ok(negotiate::respond(201, &status, &Format::Json))
 }
 
+/// Where `kind`'s scale subresource finds the replicas (the built-in workloads' paths by default).
+fn scale_paths(kind: &KindInfo) -> atoll_api::ScalePaths {
+    kind.scale
+        .clone()
+        .unwrap_or_else(atoll_api::ScalePaths::builtin)
+}
+
 /// The `autoscaling/v1 Scale` view of an object, its replicas where `kind`'s scale paths say.
 fn scale_of(kind: &KindInfo, obj: &Value) -> Value {
-    let paths = kind
-        .scale
-        .clone()
-        .unwrap_or_else(atoll_api::ScalePaths::builtin);
+    let paths = scale_paths(kind);
     let selector = match (&paths.label_selector, obj.pointer("/spec/selector")) {
         (Some(path), _) => obj
             .pointer(path)
@@ -879,10 +883,7 @@ async fn scale_update(
 ) -> ApiResult<Response> {
     let kind = t.kind.clone();
     let name = t.name().to_string();
-    let spec_path = kind
-        .scale
-        .as_ref()
-        .map_or("/spec/replicas".to_string(), |p| p.spec_replicas.clone());
+    let spec_path = scale_paths(&kind).spec_replicas;
     let scale_kind = kind.clone();
     let mutate = {
         move |old: &Value| -> ApiResult<Value> {

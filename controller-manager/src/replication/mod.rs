@@ -116,10 +116,6 @@ fn selects(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) 
 /// Why creating or deleting pods failed: the `ReplicaFailure` condition's reason, and the error.
 type Failure = (&'static str, ReconcileError);
 
-fn pod_key(pod: &Pod) -> String {
-    key(pod)
-}
-
 /// The controller of one kind.
 struct Replication<K: Replicated> {
     client: kube::Client,
@@ -211,7 +207,7 @@ impl<K: Replicated> Replication<K> {
                     Some(o) => {
                         if podutil::is_deleting(&pod.metadata) {
                             // A pod being deleted is as good as gone for its controller.
-                            self.expectations.deletion_observed(&o, &pod_key(pod));
+                            self.expectations.deletion_observed(&o, &key(pod));
                         } else if old.is_none() {
                             self.expectations.creation_observed(&o);
                         }
@@ -227,7 +223,7 @@ impl<K: Replicated> Replication<K> {
             }
             None => {
                 if let (Some(o), Some(pod)) = (old_owner, old) {
-                    self.expectations.deletion_observed(&o, &pod_key(pod));
+                    self.expectations.deletion_observed(&o, &key(pod));
                     self.queue.add(o);
                 }
             }
@@ -446,7 +442,7 @@ impl<K: Replicated> Replication<K> {
         let ns = owner.namespace().unwrap_or_default();
         let api: Api<Lean<Pod>> = Api::namespaced(self.client.clone(), &ns);
         self.expectations
-            .expect_deletions(key, pods.iter().map(|p| pod_key(p)));
+            .expect_deletions(key, pods.iter().map(|p| crate::informer::key(&**p)));
         let results = futures::future::join_all(pods.iter().map(|p| {
             let params = DeleteParams {
                 preconditions: Some(kube::api::Preconditions {
@@ -471,7 +467,8 @@ impl<K: Replicated> Replication<K> {
                 ),
                 Err(e) => {
                     // The deletion will not be seen: stop waiting for it.
-                    self.expectations.deletion_observed(key, &pod_key(pod));
+                    self.expectations
+                        .deletion_observed(key, &crate::informer::key(&**pod));
                     if !is_not_found(&e) {
                         self.event(
                             owner,
