@@ -662,26 +662,36 @@ async fn strategic_merge_patches() {
     );
 }
 
+/// A server-side apply (`application/apply-patch+yaml`) of `body` at `path`.
+fn apply_patch<'h>(
+    h: &'h Http,
+    path: String,
+    body: &str,
+) -> impl std::future::Future<Output = Reply> + use<'h> {
+    let body = body.to_string();
+    async move {
+        h.send(
+            "PATCH",
+            &path,
+            &[("content-type", "application/apply-patch+yaml")],
+            body,
+        )
+        .await
+    }
+}
+
+/// The query of an apply by `manager`, with `force=true` or not.
+fn applier(manager: &str, force: bool) -> String {
+    let force = if force { "&force=true" } else { "" };
+    format!("fieldManager={manager}{force}")
+}
+
 #[tokio::test]
 async fn server_side_apply_and_field_ownership() {
     let c = Cluster::start().await;
     let h = c.http();
     let apply = |manager: &str, force: bool, body: &str| {
-        let h = h.clone();
-        let path = format!(
-            "{PODS}/ssa?fieldManager={manager}{}",
-            if force { "&force=true" } else { "" }
-        );
-        let body = body.to_string();
-        async move {
-            h.send(
-                "PATCH",
-                &path,
-                &[("content-type", "application/apply-patch+yaml")],
-                body,
-            )
-            .await
-        }
+        apply_patch(&h, format!("{PODS}/ssa?{}", applier(manager, force)), body)
     };
     let config = |image: &str, label: &str| {
         format!(
@@ -746,14 +756,7 @@ async fn server_side_apply_and_field_ownership() {
         forced["metadata"]["resourceVersion"]
     );
     // Apply needs a field manager.
-    let r = h
-        .send(
-            "PATCH",
-            &format!("{PODS}/ssa"),
-            &[("content-type", "application/apply-patch+yaml")],
-            config("x", "y"),
-        )
-        .await;
+    let r = apply_patch(&h, format!("{PODS}/ssa"), &config("x", "y")).await;
     expect(&r, 400);
     // Every write records its manager.
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tracked"}, "data": {"a": "1"}});
@@ -772,21 +775,11 @@ async fn server_side_apply_and_field_ownership() {
     // Apply to the status subresource: only status changes, owned under subresource "status";
     // another manager's status field conflicts; a missing object is 404, not created.
     let apply_status = |manager: &str, force: bool, body: &str| {
-        let h = h.clone();
-        let path = format!(
-            "{PODS}/ssa/status?fieldManager={manager}{}",
-            if force { "&force=true" } else { "" }
-        );
-        let body = body.to_string();
-        async move {
-            h.send(
-                "PATCH",
-                &path,
-                &[("content-type", "application/apply-patch+yaml")],
-                body,
-            )
-            .await
-        }
+        apply_patch(
+            &h,
+            format!("{PODS}/ssa/status?{}", applier(manager, force)),
+            body,
+        )
     };
     let entry = |obj: &serde_json::Value, manager: &str, sub: &str| {
         obj["metadata"]["managedFields"]
@@ -835,13 +828,11 @@ async fn server_side_apply_and_field_ownership() {
     let patcher = entry(&updated, "patcher", "status").expect("the patcher's status entry");
     assert_eq!(patcher["operation"], "Update");
     assert_eq!(patcher["fieldsV1"], json!({"f:status": {"f:reason": {}}}));
-    let missing = h
-        .send(
-            "PATCH",
-            &format!("{PODS}/nobody/status?fieldManager=kubelet"),
-            &[("content-type", "application/apply-patch+yaml")],
-            status.replace("ssa", "nobody"),
-        )
-        .await;
+    let missing = apply_patch(
+        &h,
+        format!("{PODS}/nobody/status?{}", applier("kubelet", false)),
+        &status.replace("ssa", "nobody"),
+    )
+    .await;
     expect(&missing, 404);
 }
