@@ -26,6 +26,17 @@ status:
   conditions: [{type: Ready, status: 'True'}]
 ";
 
+/// The kubectl arguments that print who holds the scheduler's Lease.
+const LEASE_HOLDER: &[&str] = &[
+    "get",
+    "lease",
+    "-n",
+    "kube-system",
+    "kube-scheduler",
+    "-o",
+    "jsonpath={.spec.holderIdentity}",
+];
+
 fn pod(name: &str, cpu: &str, disk: Option<&str>) -> String {
     let selector = disk
         .map(|d| format!("  nodeSelector: {{disk: {d}}}\n"))
@@ -55,19 +66,7 @@ fn two_schedulers_one_leader_pods_placed_and_explained() {
     );
     let nodes = env.write("nodes.yaml", NODES);
     env.ok(&["create", "-f", &nodes]);
-    let holder = env.wait_for(
-        &[
-            "get",
-            "lease",
-            "-n",
-            "kube-system",
-            "kube-scheduler",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ],
-        30,
-        |h| !h.is_empty(),
-    );
+    let holder = env.wait_for(LEASE_HOLDER, 30, |h| !h.is_empty());
     // A second copy waits: the first holds the lease.
     let mut second = env.component(
         "scheduler-2",
@@ -134,15 +133,7 @@ fn two_schedulers_one_leader_pods_placed_and_explained() {
         60,
         |n| n == "node-b",
     );
-    let now = env.ok(&[
-        "get",
-        "lease",
-        "-n",
-        "kube-system",
-        "kube-scheduler",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
+    let now = env.ok(LEASE_HOLDER);
     assert_ne!(now, holder);
 
     // A copy asked to stop gives the Lease up as it goes, instead of leaving it to expire.
@@ -154,14 +145,6 @@ fn two_schedulers_one_leader_pods_placed_and_explained() {
         second.terminate(),
         "the scheduler should exit cleanly on SIGTERM"
     );
-    let after = env.ok(&[
-        "get",
-        "lease",
-        "-n",
-        "kube-system",
-        "kube-scheduler",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
+    let after = env.ok(LEASE_HOLDER);
     assert_ne!(after, now, "the stopped copy still holds the lease");
 }
