@@ -1,0 +1,1 @@
+//! The Atoll kubelet: the node agent.
