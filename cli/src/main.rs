@@ -30,6 +30,45 @@ enum Command {
     Scheduler(SchedulerArgs),
     /// Run the controller manager (replication, endpoints and endpoint slices, node lifecycle and taint-based eviction, namespaces, garbage collection, node pod CIDRs).
     ControllerManager(ControllerManagerArgs),
+    /// Run the kubelet (registers this node and runs the pods bound to it on a CRI runtime).
+    Kubelet(KubeletArgs),
+}
+
+#[derive(clap::Args)]
+struct KubeletArgs {
+    /// kubeconfig naming the API server and the credentials to use.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The CRI runtime's socket.
+    #[arg(long, default_value = "unix:///run/containerd/containerd.sock")]
+    container_runtime_endpoint: String,
+    /// The kubelet's state directory (pod volumes, container logs, CNI address leases).
+    #[arg(long, default_value = "/var/lib/atoll/kubelet")]
+    root_dir: PathBuf,
+    /// Where the container runtime reads CNI configurations; the kubelet writes the node's there.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// The cgroup under which pod cgroups are made.
+    #[arg(long, default_value = "/")]
+    cgroup_root: String,
+    /// The address to report for the node (default: the first global address of an interface that is up).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// The node's pod CIDR when no controller manager assigns one.
+    #[arg(long)]
+    pod_cidr: Option<String>,
+    /// Extra node labels, key=value[,key=value…].
+    #[arg(long, value_delimiter = ',')]
+    node_labels: Vec<String>,
+    /// The most pods this node runs.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// Address for /healthz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:10248")]
+    healthz_bind_address: std::net::SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -193,6 +232,31 @@ fn main() -> anyhow::Result<()> {
             atoll_controller_manager::run_until(client, config, atoll_client::terminated())
                 .await
                 .context("atoll controller-manager")
+        }),
+        Command::Kubelet(a) => runtime.block_on(async {
+            let client = atoll_client::connect(&a.kubeconfig).await?;
+            let node_name = a
+                .node_name
+                .unwrap_or_else(atoll_kubelet::host::hostname)
+                .to_lowercase();
+            let mut config = atoll_kubelet::Config::new(&node_name);
+            config.runtime_endpoint = a.container_runtime_endpoint;
+            config.root_dir = a.root_dir;
+            config.cni_conf_dir = a.cni_conf_dir;
+            config.cgroup_root = a.cgroup_root;
+            config.node_ip = a.node_ip;
+            config.pod_cidr = a.pod_cidr;
+            config.max_pods = a.max_pods;
+            config.healthz_addr = Some(a.healthz_bind_address);
+            for label in a.node_labels.iter().filter(|l| !l.is_empty()) {
+                let (k, v) = label
+                    .split_once('=')
+                    .with_context(|| format!("--node-labels: {label:?} is not key=value"))?;
+                config.node_labels.insert(k.into(), v.into());
+            }
+            atoll_kubelet::run_until(client, config, atoll_client::terminated())
+                .await
+                .context("atoll kubelet")
         }),
     }
 }

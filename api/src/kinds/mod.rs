@@ -25,7 +25,7 @@ use crate::table::Column;
 use crate::validation::NameRule;
 
 pub use apiextensions::{CLEANUP_FINALIZER, Custom, custom_kind};
-pub use pod::{pod_phase_reason, qos_class};
+pub use pod::{parse_quantity, pod_phase_reason, qos_class};
 pub use service::{is_headless, needs_cluster_ip, needs_node_ports};
 
 /// Hooks of one kind over its typed struct `K`. Every hook has a do-nothing default.

@@ -170,7 +170,7 @@ pub(super) fn container_cells(spec: Option<&PodSpec>) -> (String, String) {
 
 /// A resource quantity (`100m`, `1`, `1Gi`, `500Mi`, `1e3`, `1k`, `0.5`) in billionths of a unit,
 /// rounded up as Kubernetes does; `None` when `q` is not a quantity.
-pub(crate) fn parse_quantity(q: &str) -> Option<i128> {
+pub fn parse_quantity(q: &str) -> Option<i128> {
     let (negative, rest) = match q.as_bytes().first()? {
         b'+' => (false, &q[1..]),
         b'-' => (true, &q[1..]),

@@ -1,0 +1,339 @@
+//! A pod's volumes on the node, under `<root>/pods/<uid>/volumes/<plugin>/<name>`: emptyDir,
+//! hostPath, configMap, secret and downwardAPI files; the kubelet-managed `/etc/hosts`; and each
+//! container's mounts of them (`mountPath`, `subPath`, `readOnly`).
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+
+use super::env::{EnvContext, Sources, field_value};
+
+/// The directory holding everything of a pod on this node.
+pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
+    root.join("pods").join(uid)
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> String {
+    format!("{}: {e}", path.display())
+}
+
+/// Writes `files` (relative name → bytes) into `dir` with `mode`, replacing what was there.
+fn write_files(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> Result<(), String> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    for (name, bytes, mode) in files {
+        if name.split('/').any(|part| part == ".." || part.is_empty()) {
+            return Err(format!("invalid file name {name:?} in volume"));
+        }
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+        }
+        std::fs::write(&path, bytes).map_err(|e| io_err(&path, e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+            .map_err(|e| io_err(&path, e))?;
+    }
+    Ok(())
+}
+
+/// The files of a configMap/secret projection: all keys, or the listed `items` (a missing listed key
+/// is an error unless the source is optional).
+fn select(
+    data: std::collections::BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    mode: u32,
+) -> Result<Vec<(String, Vec<u8>, u32)>, String> {
+    match items {
+        None => Ok(data.into_iter().map(|(k, v)| (k, v, mode)).collect()),
+        Some(items) => items
+            .iter()
+            .map(|i| {
+                let bytes = data
+                    .get(&i.key)
+                    .cloned()
+                    .ok_or_else(|| format!("key {:?} not found", i.key))?;
+                Ok((i.path.clone(), bytes, i.mode.map_or(mode, |m| m as u32)))
+            })
+            .collect(),
+    }
+}
+
+/// Sets up every volume of the pod; returns the host path of each by name, or a `FailedMount`
+/// message.
+pub async fn prepare(
+    root: &Path,
+    pod: &Pod,
+    sources: &Sources,
+    env: &EnvContext<'_>,
+) -> Result<HashMap<String, PathBuf>, String> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let base = pod_dir(root, uid).join("volumes");
+    let mut out = HashMap::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let path = prepare_one(&base, pod, v, sources, env)
+            .await
+            .map_err(|e| format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name))?;
+        out.insert(v.name.clone(), path);
+    }
+    Ok(out)
+}
+
+async fn prepare_one(
+    base: &Path,
+    pod: &Pod,
+    v: &Volume,
+    sources: &Sources,
+    env: &EnvContext<'_>,
+) -> Result<PathBuf, String> {
+    if v.empty_dir.is_some() {
+        let dir = base.join("kubernetes.io~empty-dir").join(&v.name);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| io_err(&dir, e))?;
+        return Ok(dir);
+    }
+    if let Some(h) = &v.host_path {
+        let path = PathBuf::from(&h.path);
+        match h.type_.as_deref().unwrap_or("") {
+            "DirectoryOrCreate" => std::fs::create_dir_all(&path).map_err(|e| io_err(&path, e))?,
+            "FileOrCreate" if !path.exists() => {
+                if let Some(p) = path.parent() {
+                    std::fs::create_dir_all(p).map_err(|e| io_err(p, e))?;
+                }
+                std::fs::write(&path, b"").map_err(|e| io_err(&path, e))?;
+            }
+            "Directory" if !path.is_dir() => {
+                return Err(format!(
+                    "hostPath type check failed: {} is not a directory",
+                    h.path
+                ));
+            }
+            "File" if !path.is_file() => {
+                return Err(format!(
+                    "hostPath type check failed: {} is not a file",
+                    h.path
+                ));
+            }
+            _ => {}
+        }
+        return Ok(path);
+    }
+    if let Some(cm) = &v.config_map {
+        let dir = base.join("kubernetes.io~configmap").join(&v.name);
+        let mode = cm.default_mode.map_or(0o644, |m| m as u32);
+        let files = match sources.config_map_files(&cm.name).await? {
+            Some(data) => select(data, cm.items.as_ref(), mode)?,
+            None if cm.optional == Some(true) => vec![],
+            None => return Err(format!("configmap {:?} not found", cm.name)),
+        };
+        write_files(&dir, &files)?;
+        return Ok(dir);
+    }
+    if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        let dir = base.join("kubernetes.io~secret").join(&v.name);
+        let mode = s.default_mode.map_or(0o644, |m| m as u32);
+        let files = match sources.secret_files(&name).await? {
+            Some(data) => select(data, s.items.as_ref(), mode)?,
+            None if s.optional == Some(true) => vec![],
+            None => return Err(format!("secret {name:?} not found")),
+        };
+        write_files(&dir, &files)?;
+        return Ok(dir);
+    }
+    if let Some(d) = &v.downward_api {
+        let dir = base.join("kubernetes.io~downward-api").join(&v.name);
+        let mode = d.default_mode.map_or(0o644, |m| m as u32);
+        let mut files = Vec::new();
+        for item in d.items.iter().flatten() {
+            let value = match (&item.field_ref, &item.resource_field_ref) {
+                (Some(f), _) => field_value(pod, &f.field_path, env)?,
+                (None, Some(r)) => {
+                    let c = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| {
+                            s.containers
+                                .iter()
+                                .find(|c| Some(&c.name) == r.container_name.as_ref())
+                        })
+                        .ok_or_else(|| {
+                            format!(
+                                "resourceFieldRef names unknown container {:?}",
+                                r.container_name
+                            )
+                        })?;
+                    super::env::resource_value(
+                        c,
+                        &r.resource,
+                        r.divisor.as_ref().map(|d| d.0.as_str()),
+                        env,
+                    )?
+                }
+                _ => String::new(),
+            };
+            files.push((
+                item.path.clone(),
+                value.into_bytes(),
+                item.mode.map_or(mode, |m| m as u32),
+            ));
+        }
+        write_files(&dir, &files)?;
+        return Ok(dir);
+    }
+    Err("volume type not supported by this kubelet (supported: emptyDir, hostPath, configMap, secret, downwardAPI)".into())
+}
+
+/// Writes the pod's `/etc/hosts` (localhost entries, the pod's own address and name, hostAliases)
+/// and returns its path.
+pub fn write_hosts(root: &Path, pod: &Pod, pod_ip: Option<&str>) -> Result<PathBuf, String> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let dir = pod_dir(root, uid);
+    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut text = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    if let Some(ip) = pod_ip {
+        let hostname = spec
+            .hostname
+            .clone()
+            .or_else(|| pod.metadata.name.clone())
+            .unwrap_or_default();
+        match (&spec.subdomain, &pod.metadata.namespace) {
+            (Some(sub), Some(ns)) if !sub.is_empty() => text.push_str(&format!(
+                "{ip}\t{hostname}.{sub}.{ns}.svc.cluster.local\t{hostname}\n"
+            )),
+            _ => text.push_str(&format!("{ip}\t{hostname}\n")),
+        }
+    }
+    if let Some(aliases) = &spec.host_aliases {
+        text.push_str("\n# Entries added by HostAliases.\n");
+        for a in aliases {
+            text.push_str(&format!(
+                "{}\t{}\n",
+                a.ip,
+                a.hostnames.clone().unwrap_or_default().join("\t")
+            ));
+        }
+    }
+    let path = dir.join("etc-hosts");
+    std::fs::write(&path, text).map_err(|e| io_err(&path, e))?;
+    Ok(path)
+}
+
+/// The container's mounts of the pod's volumes (plus `/etc/hosts` when given).
+pub fn mounts(
+    c: &Container,
+    volumes: &HashMap<String, PathBuf>,
+    hosts: Option<&Path>,
+) -> Result<Vec<cri::Mount>, String> {
+    let mut out = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let base = volumes.get(&m.name).ok_or_else(|| {
+            format!(
+                "volume {:?} mounted by container {:?} is not defined",
+                m.name, c.name
+            )
+        })?;
+        let host_path = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => {
+                if sub.starts_with('/') || sub.split('/').any(|p| p == "..") {
+                    return Err(format!(
+                        "invalid subPath {sub:?}: must be a relative path without '..'"
+                    ));
+                }
+                let p = base.join(sub);
+                if !p.exists() {
+                    std::fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
+                }
+                p
+            }
+            None => base.clone(),
+        };
+        out.push(cri::Mount {
+            container_path: m.mount_path.clone(),
+            host_path: host_path.display().to_string(),
+            readonly: m.read_only.unwrap_or(false),
+            propagation: match m.mount_propagation.as_deref() {
+                Some("HostToContainer") => cri::MountPropagation::PropagationHostToContainer,
+                Some("Bidirectional") => cri::MountPropagation::PropagationBidirectional,
+                _ => cri::MountPropagation::PropagationPrivate,
+            } as i32,
+            ..Default::default()
+        });
+    }
+    if let Some(hosts) = hosts
+        && !out.iter().any(|m| m.container_path == "/etc/hosts")
+    {
+        out.push(cri::Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: hosts.display().to_string(),
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hosts_file_names_the_pod() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "ns", "uid": "u1"},
+            "spec": {"containers": [], "hostAliases": [{"ip": "10.1.1.1", "hostnames": ["foo", "bar"]}]}})).unwrap();
+        let path = write_hosts(dir.path(), &pod, Some("10.244.0.7")).unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains("10.244.0.7\tweb\n"), "{text}");
+        assert!(text.contains("10.1.1.1\tfoo\tbar\n"), "{text}");
+    }
+
+    #[test]
+    fn mounts_with_sub_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let c: Container = serde_json::from_value(json!({"name": "c", "volumeMounts": [
+            {"name": "data", "mountPath": "/data", "readOnly": true}, {"name": "data", "mountPath": "/logs", "subPath": "logs"}]})).unwrap();
+        let vols = HashMap::from([("data".to_string(), dir.path().to_path_buf())]);
+        let m = mounts(&c, &vols, Some(Path::new("/h"))).unwrap();
+        assert_eq!(m.len(), 3);
+        assert!(m[0].readonly);
+        assert!(dir.path().join("logs").is_dir());
+        assert_eq!(m[2].container_path, "/etc/hosts");
+        let bad: Container = serde_json::from_value(json!({"name": "c", "volumeMounts": [{"name": "data", "mountPath": "/x", "subPath": "../etc"}]})).unwrap();
+        assert!(mounts(&bad, &vols, None).is_err());
+        let missing: Container = serde_json::from_value(
+            json!({"name": "c", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]}),
+        )
+        .unwrap();
+        assert!(
+            mounts(&missing, &vols, None)
+                .unwrap_err()
+                .contains("not defined")
+        );
+    }
+
+    #[test]
+    fn selected_items() {
+        let data = std::collections::BTreeMap::from([
+            ("a".to_string(), b"1".to_vec()),
+            ("b".to_string(), b"2".to_vec()),
+        ]);
+        let items = vec![KeyToPath {
+            key: "b".into(),
+            path: "sub/b.txt".into(),
+            mode: Some(0o600),
+        }];
+        let files = select(data.clone(), Some(&items), 0o644).unwrap();
+        assert_eq!(files, vec![("sub/b.txt".to_string(), b"2".to_vec(), 0o600)]);
+        assert_eq!(select(data, None, 0o644).unwrap().len(), 2);
+    }
+}
