@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod env;
 pub mod observe;
+pub mod probe;
 pub mod spec;
 pub mod status;
 pub mod volumes;

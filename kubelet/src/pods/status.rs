@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::observe::{Observed, Record, State};
+use super::probe::Verdict;
 use super::spec::Qos;
 
 /// The runtime name in container IDs (`containerd://<id>`).
@@ -36,8 +37,8 @@ pub struct StatusInputs<'a> {
     pub start_time: Option<Time>,
     /// Why containers are waiting, by name.
     pub waiting: &'a HashMap<String, Waiting>,
-    /// Whether a container (by runtime ID) passed its readiness probe; absent = no probe = ready.
-    pub ready: &'a HashMap<String, bool>,
+    /// Probe verdicts by runtime container ID; absent = no probes = started and ready.
+    pub probes: &'a HashMap<String, Verdict>,
     /// Whether the sandbox is ready.
     pub sandbox_ready: bool,
     /// The pod's QoS class.
@@ -103,7 +104,9 @@ fn container_status(
     };
     let (state, last, ready, started) = match latest {
         Some(r) if r.state == State::Running => {
-            let ready = inputs.ready.get(&r.id).copied().unwrap_or(true);
+            let verdict = inputs.probes.get(&r.id);
+            let ready = verdict.is_none_or(|v| v.ready && v.started);
+            let started = verdict.is_none_or(|v| v.started);
             let state = ContainerState {
                 running: Some(ContainerStateRunning {
                     started_at: time(r.started_at),
@@ -114,7 +117,7 @@ fn container_status(
                 terminated: Some(terminated(p)),
                 ..Default::default()
             });
-            (state, last, ready, true)
+            (state, last, ready, started)
         }
         Some(r) if r.state == State::Exited => match told {
             Some(w) => (

@@ -12,13 +12,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use atoll_client::events::EventType;
 
 use super::backoff::Backoff;
 use super::env::{self, EnvContext, Sources};
 use super::observe::{Observed, Record, State};
+use super::probe;
 use super::spec::{self, ContainerInputs, Qos, SandboxInputs};
 use super::status::{self, StatusInputs, Waiting};
 use super::volumes;
@@ -54,6 +55,9 @@ pub struct Worker {
     posted: Option<serde_json::Value>,
     pod_ips: (String, Vec<String>),
     last_pod: Option<Arc<Pod>>,
+    probes: probe::Table,
+    probers: HashMap<String, tokio::task::JoinHandle<()>>,
+    wake: Arc<Notify>,
 }
 
 fn now_since_epoch() -> Duration {
@@ -129,6 +133,9 @@ impl Worker {
             posted: None,
             pod_ips: (String::new(), Vec::new()),
             last_pod: None,
+            probes: probe::Table::default(),
+            probers: HashMap::new(),
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -158,10 +165,18 @@ impl Worker {
                 },
             };
             match next {
-                Next::Done => return,
+                Next::Done => {
+                    self.stop_probers(&[]);
+                    return;
+                }
                 Next::Resync(after) => {
+                    let wake = self.wake.clone();
                     tokio::select! {
-                        changed = updates.changed() => if changed.is_err() { return },
+                        changed = updates.changed() => if changed.is_err() {
+                            self.stop_probers(&[]);
+                            return;
+                        },
+                        _ = wake.notified() => {}
                         _ = tokio::time::sleep(after) => {}
                     }
                 }
@@ -304,7 +319,35 @@ impl Worker {
             for c in &spec.containers {
                 match current(&observed, &c.name, false) {
                     Some(r) if r.state == State::Running => {
-                        if r.hash != spec::container_hash(c) {
+                        if let Some(message) = self.probes.get(&r.id).and_then(|v| v.unhealthy) {
+                            self.event(
+                                pod,
+                                Some(&c.name),
+                                EventType::Warning,
+                                "Unhealthy",
+                                message,
+                            )
+                            .await;
+                            let why = if self.probes.get(&r.id).is_some_and(|v| !v.started) {
+                                "startup"
+                            } else {
+                                "liveness"
+                            };
+                            self.event(
+                                pod,
+                                Some(&c.name),
+                                EventType::Normal,
+                                "Killing",
+                                format!(
+                                    "Container {} failed {why} probe, will be restarted",
+                                    c.name
+                                ),
+                            )
+                            .await;
+                            self.stop_container(pod, c, &r.id, grace_period(pod)).await;
+                            self.probes.remove(&r.id);
+                            wake = RETRY.min(wake);
+                        } else if r.hash != spec::container_hash(c) {
                             self.event(
                                 pod,
                                 Some(&c.name),
@@ -355,6 +398,7 @@ impl Worker {
             }
         }
         let observed = Observed::read(runtime, &self.uid).await?;
+        self.run_probers(pod, &observed);
         self.collect_garbage(&observed).await;
         let status = self.post_status(pod, &observed, true, qos).await?;
         if matches!(status.as_deref(), Some("Succeeded" | "Failed")) {
@@ -932,6 +976,62 @@ impl Worker {
         }
     }
 
+    /// Starts a prober for every running container with probes, and stops those of containers that
+    /// no longer run.
+    fn run_probers(&mut self, pod: &Pod, observed: &Observed) {
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        let ip = if host_network {
+            self.ctx.node_ip.clone()
+        } else {
+            self.pod_ips.1.first().cloned().unwrap_or_default()
+        };
+        let running: Vec<&Record> = observed
+            .containers
+            .iter()
+            .filter(|r| r.state == State::Running && !r.init)
+            .collect();
+        let keep: Vec<String> = running.iter().map(|r| r.id.clone()).collect();
+        self.stop_probers(&keep);
+        for r in running {
+            let Some(c) = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.iter().find(|c| c.name == r.name))
+            else {
+                continue;
+            };
+            if !probe::has_probes(c) || self.probers.contains_key(&r.id) {
+                continue;
+            }
+            self.probes.start(&r.id, c);
+            let target = probe::Target {
+                runtime: self.ctx.runtime.clone(),
+                id: r.id.clone(),
+                ip: ip.clone(),
+                container: c.clone(),
+            };
+            let task = tokio::spawn(probe::run(target, self.probes.clone(), self.wake.clone()));
+            self.probers.insert(r.id.clone(), task);
+        }
+    }
+
+    /// Stops the probers of containers not in `keep`.
+    fn stop_probers(&mut self, keep: &[String]) {
+        let probes = self.probes.clone();
+        self.probers.retain(|id, task| {
+            let k = keep.contains(id);
+            if !k {
+                task.abort();
+                probes.remove(id);
+            }
+            k
+        });
+    }
+
     /// Computes the status and posts it when it changed; returns the phase.
     async fn post_status(
         &mut self,
@@ -940,13 +1040,17 @@ impl Worker {
         sandbox_ready: bool,
         qos: Qos,
     ) -> Result<Option<String>, Error> {
-        let ready = HashMap::new();
+        let verdicts: HashMap<String, probe::Verdict> = observed
+            .containers
+            .iter()
+            .filter_map(|r| Some((r.id.clone(), self.probes.get(&r.id)?)))
+            .collect();
         let inputs = StatusInputs {
             pod_ips: &self.pod_ips.1,
             host_ip: &self.ctx.node_ip,
             start_time: self.start_time.clone(),
             waiting: &self.waiting,
-            ready: &ready,
+            probes: &verdicts,
             sandbox_ready,
             qos,
             now: Time(jiff::Timestamp::now()),

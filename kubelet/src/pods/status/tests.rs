@@ -1,5 +1,6 @@
 use super::*;
 use crate::pods::observe::Sandbox;
+use crate::pods::probe::Verdict;
 use serde_json::json;
 
 fn pod(v: serde_json::Value) -> Pod {
@@ -43,7 +44,7 @@ fn observed(containers: Vec<Record>) -> Observed {
 
 fn inputs<'a>(
     waiting: &'a HashMap<String, Waiting>,
-    ready: &'a HashMap<String, bool>,
+    ready: &'a HashMap<String, Verdict>,
     ips: &'a [String],
 ) -> StatusInputs<'a> {
     StatusInputs {
@@ -51,7 +52,7 @@ fn inputs<'a>(
         host_ip: "10.0.0.1",
         start_time: None,
         waiting,
-        ready,
+        probes: ready,
         sandbox_ready: true,
         qos: Qos::BestEffort,
         now: Time(jiff::Timestamp::from_second(1_700_000_100).unwrap()),
@@ -87,6 +88,49 @@ fn running_pod_is_ready() {
     let a = &s.container_statuses.as_ref().unwrap()[0];
     assert_eq!(a.container_id.as_deref(), Some("containerd://1"));
     assert!(a.ready && a.started == Some(true));
+}
+
+#[test]
+fn probes_gate_ready_and_started() {
+    let w = HashMap::new();
+    let probes = HashMap::from([
+        (
+            "1".to_string(),
+            Verdict {
+                started: true,
+                ready: false,
+                unhealthy: None,
+            },
+        ),
+        (
+            "2".to_string(),
+            Verdict {
+                started: false,
+                ready: false,
+                unhealthy: None,
+            },
+        ),
+    ]);
+    let o = observed(vec![
+        rec("1", "a", 0, State::Running, 0, false),
+        rec("2", "b", 0, State::Running, 0, false),
+    ]);
+    let s = compute(&web("Always"), &o, &inputs(&w, &probes, &[]), None);
+    let st = s.container_statuses.as_ref().unwrap();
+    assert_eq!((st[0].ready, st[0].started), (false, Some(true)));
+    assert_eq!((st[1].ready, st[1].started), (false, Some(false)));
+    assert_eq!(s.phase.as_deref(), Some("Running"));
+    let ready = s
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        ready.message.as_deref(),
+        Some("containers with unready status: [a b]")
+    );
 }
 
 #[test]
