@@ -151,7 +151,7 @@ pub async fn run_once(target: &Target, probe: &Probe) -> Result<(), String> {
         let exchange = async {
             let mut stream = tokio::net::TcpStream::connect(addr).await?;
             stream.write_all(request.as_bytes()).await?;
-            let mut head = vec![0u8; 64];
+            let mut head = [0u8; 64];
             let mut n = 0;
             while n < head.len() {
                 let read = stream.read(&mut head[n..]).await?;
