@@ -1,6 +1,9 @@
 //! Test harness shared by integration tests, e2e tests and benchmarks: a real etcd on free ports in a
-//! private directory, an in-process API server on it, and a small HTTP client. Everything started is
-//! stopped when its handle is dropped, also when a test fails.
+//! private directory, an in-process API server on it, and a small HTTP client; and, in [`runtime`],
+//! the node runtime (containerd over CRI with CNI, a local image registry, private network
+//! namespaces). Everything started is stopped when its handle is dropped, also when a test fails.
+
+pub mod runtime;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
