@@ -2,6 +2,8 @@
 //! namespace), a local registry, etcd and the API server: pods run, serve, crash and back off, are
 //! probed, limited, deleted within their grace period and adopted by a restarted kubelet.
 
+#![allow(clippy::unwrap_used)] // a test: a failed step should fail it loudly
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
