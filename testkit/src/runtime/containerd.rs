@@ -13,10 +13,6 @@ use super::cri::cri_channel;
 use super::reap;
 use super::registry::Registry;
 
-/// The host directories containerd, runc, the shims and libcni write to whatever containerd's own
-/// configuration says. Each gets a private tmpfs in containerd's mount namespace.
-const PRIVATE_DIRS: [&str; 4] = ["/run/netns", "/run/containerd", "/run/runc", "/var/lib/cni"];
-
 /// How long containerd may take to answer CRI.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -71,17 +67,16 @@ impl Containerd {
             .expect("write the containerd config");
         let log =
             std::fs::File::create(dir.path().join("containerd.log")).expect("containerd log file");
-        let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-            .arg(WRAPPER)
-            .arg("atoll-containerd")
-            .arg(&config)
-            .args(PRIVATE_DIRS)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("unshare (util-linux) runs");
+        let child = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/containerd/run"
+        ))
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("unshare (util-linux) runs");
         // Built before the wait, so that a failed start is cleaned up like any other.
         let mut containerd = Containerd {
             child,
@@ -207,13 +202,6 @@ impl Drop for Containerd {
     }
 }
 
-/// Runs as `sh -c WRAPPER atoll-containerd CONFIG DIR...` in the new mount namespace: a private
-/// tmpfs over each DIR (made when missing), then containerd itself in the same process.
-const WRAPPER: &str = r#"set -e
-config=$1; shift
-for d in "$@"; do mkdir -p "$d"; mount -t tmpfs -o mode=0755 atoll-test "$d"; done
-exec containerd --config "$config""#;
-
 /// `/atoll-test-<pid><time><counter>`, unique on this machine.
 fn unique_cgroup_root() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -271,44 +259,8 @@ fn runtime_ready(socket: &Path) -> bool {
 /// The containerd configuration (see RUNTIME.md): everything under `dir`, CRI with runc through the
 /// cgroupfs driver, overlayfs, the registry's pause image, and a plain-http mirror for it.
 fn config_toml(dir: &Path, registry: &str) -> String {
-    let d = dir.display();
-    format!(
-        r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-
-[grpc]
-  address = "{d}/containerd.sock"
-
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{registry}/pause:3.9"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  restrict_oom_score_adj = true
-
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        BinaryName = "/usr/sbin/runc"
-
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{d}/cni-conf"
-
-  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{registry}"]
-    endpoint = ["http://{registry}"]
-"#
-    )
+    let port = registry.rsplit(':').next().unwrap_or_default();
+    include_str!("../../../deploy/containerd/config.toml.in")
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@REGISTRY_PORT@", port)
 }
