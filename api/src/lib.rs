@@ -9,6 +9,7 @@ pub mod kinds;
 pub mod meta;
 pub mod patch;
 pub mod patch_meta;
+pub mod podlog;
 pub mod registry;
 pub mod selector;
 pub mod strategic;

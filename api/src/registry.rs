@@ -21,6 +21,8 @@ pub enum Subresource {
     Binding,
     /// `pods/eviction`: a `policy/v1 Eviction` deletes the pod gracefully (as `kubectl drain` does).
     Eviction,
+    /// `pods/log`: a container's output, read from (and streamed by) the kubelet of the pod's node.
+    Log,
 }
 
 impl Subresource {
@@ -31,6 +33,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Eviction => "eviction",
+            Subresource::Log => "log",
         }
     }
 }

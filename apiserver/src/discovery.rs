@@ -54,6 +54,7 @@ const VERBS: [&str; 8] = [
 fn sub_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
         "binding" | "eviction" => &["create"],
+        "log" => &["get"],
         "finalize" => &["update"],
         _ => &["get", "patch", "update"],
     }
@@ -69,6 +70,7 @@ fn subresources(k: &KindInfo) -> Vec<(&'static str, (&'static str, &'static str,
             Subresource::Scale => ("scale", ("autoscaling", "v1", "Scale".to_string())),
             Subresource::Binding => ("binding", ("", "v1", "Binding".to_string())),
             Subresource::Eviction => ("eviction", ("policy", "v1", "Eviction".to_string())),
+            Subresource::Log => ("log", ("", "", k.kind.clone())),
         })
         .collect();
     if k.group.is_empty() && k.plural == "namespaces" {

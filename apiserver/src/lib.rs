@@ -4,7 +4,8 @@
 //! [`request::route`] to the generic verbs in [`rest`], which read through [`storage`] (etcd) or the
 //! [`cache`] (watch cache) and write through the object lifecycle in [`ops`]. Every kind is an entry of
 //! `atoll_api::kinds::builtin()`; nothing here is written per kind except Service allocation ([`alloc`]),
-//! pod binding and graceful deletion, and namespace termination.
+//! pod binding and graceful deletion, namespace termination, and `pods/log`, which [`podlogs`]
+//! relays from the pod's kubelet.
 
 pub mod alloc;
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod negotiate;
 pub mod object;
 pub mod openapi;
 pub mod ops;
+pub mod podlogs;
 pub mod request;
 pub mod rest;
 pub mod server;

@@ -127,6 +127,29 @@ fn create_only(params: &[Value], id: String, g: &Value, schema: &Value) -> Value
     json!({"parameters": params, "post": operation("post", id, g, write_params(), Some(json_body(schema)), schema)})
 }
 
+/// The query parameters of `pods/<name>/log`.
+fn log_params() -> Vec<Value> {
+    [
+        (
+            "container",
+            "The container to read (default: the pod's only one).",
+        ),
+        ("follow", "Stream new output while the container runs."),
+        (
+            "previous",
+            "Read the previous instance of a restarted container.",
+        ),
+        ("timestamps", "Prefix every line with its RFC 3339 time."),
+        ("sinceSeconds", "Only lines newer than this many seconds."),
+        ("sinceTime", "Only lines at or after this RFC 3339 time."),
+        ("tailLines", "Only the last this many lines."),
+        ("limitBytes", "Stop after this many bytes."),
+    ]
+    .iter()
+    .map(|(name, what)| query(name, what))
+    .collect()
+}
+
 fn json_body(schema: &Value) -> Value {
     json!({"content": {"*/*": {"schema": schema}}, "required": true})
 }
@@ -299,6 +322,16 @@ fn add_paths(
                     &eviction,
                 )
             }
+            Subresource::Log => json!({
+                "parameters": item_params,
+                "get": {
+                    "operationId": id("read", "Log"),
+                    "x-kubernetes-action": "get",
+                    "x-kubernetes-group-version-kind": g,
+                    "parameters": log_params(),
+                    "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                },
+            }),
         };
         paths.insert(sub_path, entry);
     }

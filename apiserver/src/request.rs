@@ -199,6 +199,8 @@ pub struct Query {
     pub hash: Option<String>,
     /// `force` (server-side apply takes fields other managers own).
     pub force: bool,
+    /// The raw query string, for subresources that read parameters of their own (`pods/log`).
+    pub raw: String,
 }
 
 fn flag(v: &str) -> bool {
@@ -208,7 +210,10 @@ fn flag(v: &str) -> bool {
 impl Query {
     /// Parses a raw query string (a leading `&`, as kube-rs sends, is fine).
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
-        let mut q = Query::default();
+        let mut q = Query {
+            raw: raw.to_string(),
+            ..Query::default()
+        };
         for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
             let v = v.into_owned();
             let int = |name: &str| -> Result<i64, ApiError> {

@@ -44,6 +44,10 @@ async fn dispatch(
     body: &Bytes,
 ) -> ApiResult<Response> {
     let kind = &t.kind;
+    if t.sub.as_deref() == Some("log") && kind.has(atoll_api::Subresource::Log) {
+        // Plain text, whatever the client accepts (kubectl asks for JSON).
+        return crate::podlogs::serve(srv, method, t, &q.raw).await;
+    }
     let format = negotiate::format(negotiate::accept(headers))?;
     let sub = t.sub.as_deref();
     if let Some(s) = sub {

@@ -113,6 +113,8 @@ pub struct Server {
     pub ranges: Ranges,
     /// Turns true when the server shuts down, so long-running watches end.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// The HTTP client for kubelets (`pods/log`).
+    pub kubelets: crate::podlogs::KubeletClient,
 }
 
 impl Server {
@@ -237,6 +239,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
         store: store.clone(),
         ranges,
         stopping: tokio::sync::watch::channel(false).0,
+        kubelets: crate::podlogs::kubelet_client(),
     });
     // Each cache has loaded its initial list once its revision is set.
     for cache in server.served().caches.values() {

@@ -69,6 +69,12 @@ struct KubeletArgs {
     /// Address for /healthz and /metrics.
     #[arg(long, default_value = "127.0.0.1:10248")]
     healthz_bind_address: std::net::SocketAddr,
+    /// Address of the kubelet server (container logs for the API server).
+    #[arg(long, default_value = "0.0.0.0")]
+    address: IpAddr,
+    /// Port of the kubelet server; the node reports it to the API server.
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
 }
 
 #[derive(clap::Args)]
@@ -248,6 +254,8 @@ fn main() -> anyhow::Result<()> {
             config.pod_cidr = a.pod_cidr;
             config.max_pods = a.max_pods;
             config.healthz_addr = Some(a.healthz_bind_address);
+            config.server_addr = Some(std::net::SocketAddr::new(a.address, a.port));
+            config.kubelet_port = a.port;
             for label in a.node_labels.iter().filter(|l| !l.is_empty()) {
                 let (k, v) = label
                     .split_once('=')

@@ -1,14 +1,17 @@
 //! The Atoll kubelet: the node agent. [`run_until`] registers the node ([`node::NodeAgent`]: Node
 //! object, status, Lease heartbeat), writes the node's CNI configuration once it has a pod CIDR
 //! ([`cni`]), and runs the pods bound to the node on a CRI runtime ([`pods::PodManager`], one
-//! [`pods::worker::Worker`] per pod, talking to containerd through [`cri::Runtime`]).
+//! [`pods::worker::Worker`] per pod, talking to containerd through [`cri::Runtime`]), and serves
+//! container logs to the API server ([`server`], decoding the CRI log files with [`logs`]).
 
 pub mod cgroups;
 pub mod cni;
 pub mod cri;
 pub mod host;
+pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -46,6 +49,14 @@ pub enum Error {
     Io {
         /// The file.
         path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The kubelet server cannot listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
     },
@@ -92,6 +103,8 @@ pub struct Config {
     pub kubelet_port: u16,
     /// Where `/healthz` and `/metrics` are served (None: nowhere).
     pub healthz_addr: Option<SocketAddr>,
+    /// Where the kubelet server (`/containerLogs`, `/healthz`) listens (None: nowhere).
+    pub server_addr: Option<SocketAddr>,
     /// How often the node status is checked for changes.
     pub status_interval: Duration,
     /// How often the node status is posted even without a change.
@@ -117,6 +130,7 @@ impl Config {
             max_pods: 110,
             kubelet_port: 10250,
             healthz_addr: None,
+            server_addr: None,
             status_interval: Duration::from_secs(10),
             status_report_interval: Duration::from_secs(60),
             lease_renew_interval: Duration::from_secs(10),
@@ -169,6 +183,14 @@ pub async fn run_until(
     let agent = node::NodeAgent::new(client.clone(), config.clone(), runtime.clone(), facts_tx);
     let node_ip = agent.node_ip();
     agent.register().await?;
+    let _server = match config.server_addr {
+        Some(addr) => {
+            let containers =
+                server::lookup::Cri::new(runtime.clone(), client.clone(), &config.node_name);
+            Some(server::serve(addr, containers).await?)
+        }
+        None => None,
+    };
     let host = host::Host::read(&config.root_dir);
     let ctx = Arc::new(pods::Context {
         client: client.clone(),
