@@ -532,3 +532,62 @@ fn restarted_kubelet_adopts_running_pods_and_cleans_up_deleted_ones() {
         env
     });
 }
+
+#[test]
+fn config_map_and_projected_volumes_follow_their_sources() {
+    node_test(|env| async move {
+        let image = env.image();
+        let cms: Api<ConfigMap> = Api::namespaced(env.cluster.kube_client(), "default");
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": "live"}, "data": {"color": "blue"}}),
+        )
+        .unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+        env.create(json!({"metadata": {"name": "reader", "labels": {"tier": "web"}}, "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": image, "command": ["sleep", "1000"],
+                "volumeMounts": [{"name": "config", "mountPath": "/config"}, {"name": "all", "mountPath": "/all"}]}],
+            "volumes": [{"name": "config", "configMap": {"name": "live"}},
+                        {"name": "all", "projected": {"sources": [
+                            {"configMap": {"name": "live", "items": [{"key": "color", "path": "settings/color"}]}},
+                            {"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels['tier']"}}]}}]}}]}}))
+            .await;
+        let pod = env.running("reader").await;
+        let id = container_status(&pod, 0)
+            .container_id
+            .unwrap()
+            .trim_start_matches("containerd://")
+            .to_string();
+        let rt = atoll_kubelet::cri::Runtime::connect(&env.containerd.endpoint()).unwrap();
+        let cat = |path: &'static str| {
+            let rt = rt.clone();
+            let id = id.clone();
+            async move {
+                let r = rt
+                    .exec_sync(&id, vec!["cat".into(), path.into()], Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                String::from_utf8_lossy(&r.stdout).into_owned()
+            }
+        };
+        assert_eq!(cat("/config/color").await, "blue");
+        assert_eq!(cat("/all/settings/color").await, "blue");
+        assert_eq!(cat("/all/labels").await, "web");
+        let patch = json!({"data": {"color": "green"}});
+        cms.patch(
+            "live",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while cat("/config/color").await != "green" || cat("/all/settings/color").await != "green" {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the running container never saw the new value"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        env
+    });
+}

@@ -2,6 +2,7 @@
 //! relist of the runtime every second (the "PLEG") wakes the worker of a pod whose containers
 //! changed state; sandboxes of pods the API server no longer has are removed.
 
+pub mod atomic;
 pub mod backoff;
 pub mod env;
 pub mod observe;

@@ -1,14 +1,16 @@
 //! A pod's volumes on the node, under `<root>/pods/<uid>/volumes/<plugin>/<name>`: emptyDir,
-//! hostPath, configMap, secret and downwardAPI files; the kubelet-managed `/etc/hosts`; and each
-//! container's mounts of them (`mountPath`, `subPath`, `readOnly`).
+//! hostPath, and configMap, secret, downwardAPI and projected files (written atomically, and
+//! rewritten in place when their sources change while the pod runs); the kubelet-managed
+//! `/etc/hosts`; and each container's mounts of them (`mountPath`, `subPath`, `readOnly`).
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
+use super::atomic;
 use super::env::{EnvContext, Sources, field_value};
 
 /// The directory holding everything of a pod on this node.
@@ -18,27 +20,6 @@ pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
 
 fn io_err(path: &Path, e: std::io::Error) -> String {
     format!("{}: {e}", path.display())
-}
-
-/// Writes `files` (relative name → bytes) into `dir` with `mode`, replacing what was there.
-fn write_files(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> Result<(), String> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    }
-    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    for (name, bytes, mode) in files {
-        if name.split('/').any(|part| part == ".." || part.is_empty()) {
-            return Err(format!("invalid file name {name:?} in volume"));
-        }
-        let path = dir.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
-        }
-        std::fs::write(&path, bytes).map_err(|e| io_err(&path, e))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
-            .map_err(|e| io_err(&path, e))?;
-    }
-    Ok(())
 }
 
 /// The files of a configMap/secret projection: all keys, or the listed `items` (a missing listed key
@@ -123,70 +104,142 @@ async fn prepare_one(
         }
         return Ok(path);
     }
-    if let Some(cm) = &v.config_map {
-        let dir = base.join("kubernetes.io~configmap").join(&v.name);
-        let mode = cm.default_mode.map_or(0o644, |m| m as u32);
-        let files = match sources.config_map_files(&cm.name).await? {
-            Some(data) => select(data, cm.items.as_ref(), mode)?,
-            None if cm.optional == Some(true) => vec![],
-            None => return Err(format!("configmap {:?} not found", cm.name)),
-        };
-        write_files(&dir, &files)?;
-        return Ok(dir);
-    }
-    if let Some(s) = &v.secret {
-        let name = s.secret_name.clone().unwrap_or_default();
-        let dir = base.join("kubernetes.io~secret").join(&v.name);
-        let mode = s.default_mode.map_or(0o644, |m| m as u32);
-        let files = match sources.secret_files(&name).await? {
-            Some(data) => select(data, s.items.as_ref(), mode)?,
-            None if s.optional == Some(true) => vec![],
-            None => return Err(format!("secret {name:?} not found")),
-        };
-        write_files(&dir, &files)?;
-        return Ok(dir);
-    }
-    if let Some(d) = &v.downward_api {
-        let dir = base.join("kubernetes.io~downward-api").join(&v.name);
-        let mode = d.default_mode.map_or(0o644, |m| m as u32);
-        let mut files = Vec::new();
-        for item in d.items.iter().flatten() {
-            let value = match (&item.field_ref, &item.resource_field_ref) {
-                (Some(f), _) => field_value(pod, &f.field_path, env)?,
-                (None, Some(r)) => {
-                    let c = pod
-                        .spec
-                        .as_ref()
-                        .and_then(|s| {
-                            s.containers
-                                .iter()
-                                .find(|c| Some(&c.name) == r.container_name.as_ref())
-                        })
-                        .ok_or_else(|| {
-                            format!(
-                                "resourceFieldRef names unknown container {:?}",
-                                r.container_name
-                            )
-                        })?;
-                    super::env::resource_value(
-                        c,
-                        &r.resource,
-                        r.divisor.as_ref().map(|d| d.0.as_str()),
-                        env,
-                    )?
-                }
-                _ => String::new(),
-            };
-            files.push((
-                item.path.clone(),
-                value.into_bytes(),
-                item.mode.map_or(mode, |m| m as u32),
-            ));
+    let (plugin, files) = match (&v.config_map, &v.secret, &v.downward_api, &v.projected) {
+        (Some(cm), _, _, _) => {
+            let mode = cm.default_mode.map_or(0o644, |m| m as u32);
+            (
+                "configmap",
+                config_map_files(sources, &cm.name, cm.items.as_ref(), cm.optional, mode).await?,
+            )
         }
-        write_files(&dir, &files)?;
-        return Ok(dir);
+        (_, Some(s), _, _) => {
+            let mode = s.default_mode.map_or(0o644, |m| m as u32);
+            let name = s.secret_name.clone().unwrap_or_default();
+            (
+                "secret",
+                secret_files(sources, &name, s.items.as_ref(), s.optional, mode).await?,
+            )
+        }
+        (_, _, Some(d), _) => {
+            let mode = d.default_mode.map_or(0o644, |m| m as u32);
+            (
+                "downward-api",
+                downward_files(pod, d.items.iter().flatten(), mode, env)?,
+            )
+        }
+        (_, _, _, Some(p)) => {
+            let mode = p.default_mode.map_or(0o644, |m| m as u32);
+            let mut files = Vec::new();
+            for source in p.sources.iter().flatten() {
+                if let Some(cm) = &source.config_map {
+                    files.extend(
+                        config_map_files(sources, &cm.name, cm.items.as_ref(), cm.optional, mode)
+                            .await?,
+                    );
+                }
+                if let Some(s) = &source.secret {
+                    files.extend(
+                        secret_files(sources, &s.name, s.items.as_ref(), s.optional, mode).await?,
+                    );
+                }
+                if let Some(d) = &source.downward_api {
+                    files.extend(downward_files(pod, d.items.iter().flatten(), mode, env)?);
+                }
+                if source.service_account_token.is_some() {
+                    return Err("serviceAccountToken projections are not supported yet (they come with service account tokens)".into());
+                }
+                if source.cluster_trust_bundle.is_some() {
+                    return Err("clusterTrustBundle projections are not supported".into());
+                }
+            }
+            ("projected", files)
+        }
+        _ => {
+            return Err("volume type not supported by this kubelet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected)".into());
+        }
+    };
+    let dir = base.join(format!("kubernetes.io~{plugin}")).join(&v.name);
+    atomic::write(&dir, &files)?;
+    Ok(dir)
+}
+
+async fn config_map_files(
+    sources: &Sources,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    optional: Option<bool>,
+    mode: u32,
+) -> Result<Vec<atomic::File>, String> {
+    match sources.config_map_files(name).await? {
+        Some(data) => select(data, items, mode),
+        None if optional == Some(true) => Ok(vec![]),
+        None => Err(format!("configmap {name:?} not found")),
     }
-    Err("volume type not supported by this kubelet (supported: emptyDir, hostPath, configMap, secret, downwardAPI)".into())
+}
+
+async fn secret_files(
+    sources: &Sources,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    optional: Option<bool>,
+    mode: u32,
+) -> Result<Vec<atomic::File>, String> {
+    match sources.secret_files(name).await? {
+        Some(data) => select(data, items, mode),
+        None if optional == Some(true) => Ok(vec![]),
+        None => Err(format!("secret {name:?} not found")),
+    }
+}
+
+fn downward_files<'a>(
+    pod: &Pod,
+    items: impl Iterator<Item = &'a DownwardAPIVolumeFile>,
+    mode: u32,
+    env: &EnvContext<'_>,
+) -> Result<Vec<atomic::File>, String> {
+    let mut files = Vec::new();
+    for item in items {
+        let value = match (&item.field_ref, &item.resource_field_ref) {
+            (Some(f), _) => field_value(pod, &f.field_path, env)?,
+            (None, Some(r)) => {
+                let c = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| {
+                        s.containers
+                            .iter()
+                            .find(|c| Some(&c.name) == r.container_name.as_ref())
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "resourceFieldRef names unknown container {:?}",
+                            r.container_name
+                        )
+                    })?;
+                super::env::resource_value(
+                    c,
+                    &r.resource,
+                    r.divisor.as_ref().map(|d| d.0.as_str()),
+                    env,
+                )?
+            }
+            _ => String::new(),
+        };
+        files.push((
+            item.path.clone(),
+            value.into_bytes(),
+            item.mode.map_or(mode, |m| m as u32),
+        ));
+    }
+    Ok(files)
+}
+
+/// Whether a volume's content comes from API objects (and is refreshed while the pod runs).
+pub fn is_projected(v: &Volume) -> bool {
+    v.config_map.is_some()
+        || v.secret.is_some()
+        || v.downward_api.is_some()
+        || v.projected.is_some()
 }
 
 /// Writes the pod's `/etc/hosts` (localhost entries, the pod's own address and name, hostAliases)

@@ -398,6 +398,13 @@ impl Worker {
             }
         }
         let observed = Observed::read(runtime, &self.uid).await?;
+        if observed
+            .containers
+            .iter()
+            .any(|r| r.state == State::Running)
+        {
+            self.refresh_volumes(pod).await;
+        }
         self.run_probers(pod, &observed);
         self.collect_garbage(&observed).await;
         let status = self.post_status(pod, &observed, true, qos).await?;
@@ -667,6 +674,35 @@ impl Worker {
         .await;
         self.waiting.remove(&c.name);
         None
+    }
+
+    /// Rewrites the pod's configMap, secret, downwardAPI and projected volumes when their sources
+    /// changed (each write is atomic; unchanged content is left alone).
+    async fn refresh_volumes(&self, pod: &Pod) {
+        if !pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .any(volumes::is_projected)
+        {
+            return;
+        }
+        let ctx = &self.ctx;
+        let sources = Sources::new(
+            ctx.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+        );
+        let env_ctx = EnvContext {
+            host_ip: &ctx.node_ip,
+            pod_ips: &self.pod_ips.1,
+            node_cpu: ctx.node_cpu,
+            node_memory: ctx.node_memory,
+        };
+        if let Err(message) = volumes::prepare(&ctx.config.root_dir, pod, &sources, &env_ctx).await
+        {
+            self.event(pod, None, EventType::Warning, "FailedMount", message)
+                .await;
+        }
     }
 
     /// `runAsNonRoot` with no user set anywhere and an image running as root (or by name) is refused.
