@@ -315,7 +315,7 @@ fn crashing_container_backs_off_and_oom_is_reported() {
     node_test(|env| async move {
         let image = env.image();
         env.create(json!({"metadata": {"name": "crash"}, "spec": {"nodeName": NODE,
-            "containers": [{"name": "c", "image": image, "command": ["sh", "-c", "echo dying; exit 3"]}]}}))
+            "containers": [{"name": "c", "image": image, "command": ["sh", "-c", "echo dying; echo bye > /dev/termination-log; exit 3"]}]}}))
             .await;
         env.create(json!({"metadata": {"name": "oom"}, "spec": {"nodeName": NODE, "restartPolicy": "Never",
             "containers": [{"name": "c", "image": image, "command": ["sh", "-c", "a=$(yes | head -c 100000000); echo survived"],
@@ -335,6 +335,11 @@ fn crashing_container_backs_off_and_oom_is_reported() {
             .terminated
             .expect("the last termination");
         assert_eq!((last.exit_code, last.reason.as_deref()), (3, Some("Error")));
+        assert_eq!(
+            last.message.as_deref(),
+            Some("bye\n"),
+            "the termination message"
+        );
         for _ in 0..100 {
             let p = env.pods().get("crash").await.unwrap();
             let c = container_status(&p, 0);

@@ -39,6 +39,9 @@ pub struct StatusInputs<'a> {
     pub waiting: &'a HashMap<String, Waiting>,
     /// Probe verdicts by runtime container ID; absent = no probes = started and ready.
     pub probes: &'a HashMap<String, Verdict>,
+    /// Termination messages by runtime container ID (from terminationMessagePath, or the log's
+    /// tail with FallbackToLogsOnError).
+    pub messages: &'a HashMap<String, String>,
     /// Whether the sandbox is ready.
     pub sandbox_ready: bool,
     /// The pod's QoS class.
@@ -57,7 +60,7 @@ fn time(nanos: i64) -> Option<Time> {
         .flatten()
 }
 
-fn terminated(r: &Record) -> ContainerStateTerminated {
+fn terminated(r: &Record, messages: &HashMap<String, String>) -> ContainerStateTerminated {
     let reason = if !r.reason.is_empty() {
         r.reason.clone()
     } else if r.exit_code == 0 {
@@ -68,7 +71,10 @@ fn terminated(r: &Record) -> ContainerStateTerminated {
     ContainerStateTerminated {
         exit_code: r.exit_code,
         reason: Some(reason),
-        message: (!r.message.is_empty()).then(|| r.message.clone()),
+        message: messages
+            .get(&r.id)
+            .cloned()
+            .or_else(|| (!r.message.is_empty()).then(|| r.message.clone())),
         started_at: time(r.started_at),
         finished_at: time(r.finished_at),
         container_id: Some(format!("{RUNTIME_SCHEME}://{}", r.id)),
@@ -114,7 +120,7 @@ fn container_status(
                 ..Default::default()
             };
             let last = previous.map(|p| ContainerState {
-                terminated: Some(terminated(p)),
+                terminated: Some(terminated(p, inputs.messages)),
                 ..Default::default()
             });
             (state, last, ready, started)
@@ -123,7 +129,7 @@ fn container_status(
             Some(w) => (
                 waiting(&w.reason, Some(&w.message)),
                 Some(ContainerState {
-                    terminated: Some(terminated(r)),
+                    terminated: Some(terminated(r, inputs.messages)),
                     ..Default::default()
                 }),
                 false,
@@ -131,11 +137,11 @@ fn container_status(
             ),
             None => (
                 ContainerState {
-                    terminated: Some(terminated(r)),
+                    terminated: Some(terminated(r, inputs.messages)),
                     ..Default::default()
                 },
                 previous.map(|p| ContainerState {
-                    terminated: Some(terminated(p)),
+                    terminated: Some(terminated(p, inputs.messages)),
                     ..Default::default()
                 }),
                 false,
@@ -144,7 +150,7 @@ fn container_status(
         },
         Some(r) => {
             let last = previous.map(|p| ContainerState {
-                terminated: Some(terminated(p)),
+                terminated: Some(terminated(p, inputs.messages)),
                 ..Default::default()
             });
             let _ = r;

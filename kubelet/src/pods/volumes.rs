@@ -234,6 +234,103 @@ fn downward_files<'a>(
     Ok(files)
 }
 
+/// The most bytes of a termination message, as Kubernetes keeps.
+const MAX_MESSAGE: usize = 4096;
+/// The log lines a FallbackToLogsOnError message keeps.
+const FALLBACK_LINES: usize = 80;
+
+fn termination_log_path(root: &Path, pod: &Pod, container: &str, attempt: u32) -> PathBuf {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    pod_dir(root, uid)
+        .join("containers")
+        .join(container)
+        .join(format!("{attempt}-termination-log"))
+}
+
+/// An empty, writable file for the container's termination message, mounted at its
+/// `terminationMessagePath` (None when the path is empty).
+pub fn termination_log(
+    root: &Path,
+    pod: &Pod,
+    c: &Container,
+    attempt: u32,
+) -> Result<Option<cri::Mount>, String> {
+    let target = c
+        .termination_message_path
+        .clone()
+        .unwrap_or_else(|| "/dev/termination-log".into());
+    if target.is_empty() {
+        return Ok(None);
+    }
+    let path = termination_log_path(root, pod, &c.name, attempt);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+    }
+    std::fs::write(&path, b"").map_err(|e| io_err(&path, e))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| io_err(&path, e))?;
+    Ok(Some(cri::Mount {
+        container_path: target,
+        host_path: path.display().to_string(),
+        ..Default::default()
+    }))
+}
+
+/// The termination messages of the pod's exited containers, by runtime ID: the file the container
+/// wrote (at most 4 KiB), or with `FallbackToLogsOnError` and a failure, the end of its log.
+pub fn termination_messages(
+    root: &Path,
+    pod: &Pod,
+    observed: &super::observe::Observed,
+) -> HashMap<String, String> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut out = HashMap::new();
+    for r in observed
+        .containers
+        .iter()
+        .filter(|r| r.state == super::observe::State::Exited)
+    {
+        let c = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == r.name);
+        let mut message =
+            std::fs::read(termination_log_path(root, pod, &r.name, r.attempt)).unwrap_or_default();
+        message.truncate(MAX_MESSAGE);
+        let fallback = c.and_then(|c| c.termination_message_policy.as_deref())
+            == Some("FallbackToLogsOnError");
+        if message.is_empty() && fallback && r.exit_code != 0 {
+            let log = super::spec::log_directory(&root.join("logs"), pod)
+                .join(&r.name)
+                .join(format!("{}.log", r.attempt));
+            message = log_tail(&log);
+        }
+        if !message.is_empty() {
+            out.insert(r.id.clone(), String::from_utf8_lossy(&message).into_owned());
+        }
+    }
+    out
+}
+
+/// The last [`FALLBACK_LINES`] lines (at most 4 KiB) of a CRI log file, decoded.
+fn log_tail(path: &Path) -> Vec<u8> {
+    let Ok(text) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let mut filter = crate::logs::Filter::new(crate::logs::Options::default());
+    let mut out = Vec::new();
+    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let _ = filter.push(line, &mut out);
+    }
+    let lines: Vec<&[u8]> = out.split_inclusive(|b| *b == b'\n').collect();
+    let mut tail: Vec<u8> = lines[lines.len().saturating_sub(FALLBACK_LINES)..].concat();
+    if tail.len() > MAX_MESSAGE {
+        tail.drain(..tail.len() - MAX_MESSAGE);
+    }
+    tail
+}
+
 /// Whether a volume's content comes from API objects (and is refreshed while the pod runs).
 pub fn is_projected(v: &Volume) -> bool {
     v.config_map.is_some()
@@ -371,6 +468,26 @@ mod tests {
             mounts(&missing, &vols, None)
                 .unwrap_err()
                 .contains("not defined")
+        );
+    }
+
+    #[test]
+    fn log_tail_decodes_the_end_of_a_cri_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let mut text = String::new();
+        for i in 0..100 {
+            text.push_str(&format!(
+                "2024-01-02T03:04:05.000000001Z stderr F line {i}\n"
+            ));
+        }
+        text.push_str("2024-01-02T03:04:06Z stdout P part\n2024-01-02T03:04:06Z stdout F ial\n");
+        std::fs::write(&path, text).unwrap();
+        let tail = String::from_utf8(log_tail(&path)).unwrap();
+        assert_eq!(tail.lines().count(), FALLBACK_LINES);
+        assert!(
+            tail.starts_with("line 21\n") && tail.ends_with("line 99\npartial\n"),
+            "{tail}"
         );
     }
 

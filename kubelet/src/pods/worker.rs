@@ -534,6 +534,12 @@ impl Worker {
             };
             let mounts = volumes::mounts(c, &vols, hosts.as_deref())
                 .map_err(|e| ("CreateContainerConfigError", e))?;
+            let mut mounts = mounts;
+            if let Some(m) = volumes::termination_log(&ctx.config.root_dir, pod, c, attempt)
+                .map_err(|e| ("CreateContainerConfigError", e))?
+            {
+                mounts.push(m);
+            }
             Ok::<_, (&str, String)>((env, mounts))
         }
         .await;
@@ -1081,12 +1087,14 @@ impl Worker {
             .iter()
             .filter_map(|r| Some((r.id.clone(), self.probes.get(&r.id)?)))
             .collect();
+        let messages = volumes::termination_messages(&self.ctx.config.root_dir, pod, observed);
         let inputs = StatusInputs {
             pod_ips: &self.pod_ips.1,
             host_ip: &self.ctx.node_ip,
             start_time: self.start_time.clone(),
             waiting: &self.waiting,
             probes: &verdicts,
+            messages: &messages,
             sandbox_ready,
             qos,
             now: Time(jiff::Timestamp::now()),

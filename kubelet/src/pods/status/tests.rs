@@ -3,6 +3,9 @@ use crate::pods::observe::Sandbox;
 use crate::pods::probe::Verdict;
 use serde_json::json;
 
+static NO_MESSAGES: std::sync::LazyLock<HashMap<String, String>> =
+    std::sync::LazyLock::new(HashMap::new);
+
 fn pod(v: serde_json::Value) -> Pod {
     serde_json::from_value(v).unwrap()
 }
@@ -53,6 +56,7 @@ fn inputs<'a>(
         start_time: None,
         waiting,
         probes: ready,
+        messages: &NO_MESSAGES,
         sandbox_ready: true,
         qos: Qos::BestEffort,
         now: Time(jiff::Timestamp::from_second(1_700_000_100).unwrap()),
