@@ -424,13 +424,20 @@ fn init_containers_env_and_volumes() {
         let cms: Api<ConfigMap> = Api::namespaced(env.cluster.kube_client(), "default");
         let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "settings"}, "data": {"greeting": "hello", "color": "blue"}})).unwrap();
         cms.create(&PostParams::default(), &cm).await.unwrap();
+        let services: Api<k8s_openapi::api::core::v1::Service> =
+            Api::namespaced(env.cluster.kube_client(), "default");
+        let svc = serde_json::from_value(
+            json!({"metadata": {"name": "web-one"}, "spec": {"ports": [{"port": 8080}]}}),
+        )
+        .unwrap();
+        services.create(&PostParams::default(), &svc).await.unwrap();
         let out = env.root.path().join("out");
         std::fs::create_dir_all(&out).unwrap();
         env.create(json!({"metadata": {"name": "setup", "labels": {"app": "demo"}}, "spec": {"nodeName": NODE, "restartPolicy": "Never",
             "initContainers": [{"name": "init", "image": image, "command": ["sh", "-c", "echo from-init > /work/x"],
                 "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
             "containers": [{"name": "main", "image": image, "workingDir": "/work",
-                "command": ["sh", "-c", "echo \"$GREETING $POD $APP $(cat x) $(cat /config/color) $CFG_color\" > /out/result"],
+                "command": ["sh", "-c", "echo \"$GREETING $POD $APP $(cat x) $(cat /config/color) $CFG_color $WEB_ONE_SERVICE_PORT\" > /out/result"],
                 "env": [
                     {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
                     {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -447,7 +454,7 @@ fn init_containers_env_and_volumes() {
             })
             .await;
         let result = std::fs::read_to_string(out.join("result")).unwrap();
-        assert_eq!(result.trim(), "hello setup demo from-init blue blue");
+        assert_eq!(result.trim(), "hello setup demo from-init blue blue 8080");
         let init = pod.status.unwrap().init_container_statuses.unwrap();
         assert_eq!(
             init[0]

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::Api;
 
 use super::spec::{expand, quantity};
@@ -28,6 +28,7 @@ pub struct Sources {
     namespace: String,
     config_maps: HashMap<String, Option<BTreeMap<String, String>>>,
     secrets: HashMap<String, Option<BTreeMap<String, String>>>,
+    services: Option<Vec<(String, String)>>,
 }
 
 impl Sources {
@@ -38,7 +39,23 @@ impl Sources {
             namespace: namespace.into(),
             config_maps: HashMap::new(),
             secrets: HashMap::new(),
+            services: None,
         }
+    }
+
+    /// The service variables of the namespace (see [`service_variables`]).
+    pub async fn service_variables(&mut self) -> Result<Vec<(String, String)>, String> {
+        if self.services.is_none() {
+            let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+            let list = api
+                .list(&Default::default())
+                .await
+                .map_err(|e| format!("listing services: {e}"))?;
+            let mut items = list.items;
+            items.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+            self.services = Some(service_variables(&items));
+        }
+        Ok(self.services.clone().unwrap_or_default())
     }
 
     /// A ConfigMap's data (binary data as lossy UTF-8), None when it does not exist.
@@ -137,6 +154,63 @@ impl Sources {
     }
 }
 
+/// The Docker-link style variables Kubernetes gives every container for each service of its
+/// namespace (`enableServiceLinks`, default true): `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT`,
+/// `<NAME>_SERVICE_PORT_<PORTNAME>`, `<NAME>_PORT`, `<NAME>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`.
+pub fn service_variables(services: &[Service]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+        else {
+            continue;
+        };
+        let name = svc
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .to_uppercase()
+            .replace('-', "_");
+        let ports = spec.ports.clone().unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        out.push((format!("{name}_SERVICE_HOST"), ip.to_string()));
+        out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        for p in &ports {
+            if let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!(
+                        "{name}_SERVICE_PORT_{}",
+                        port_name.to_uppercase().replace('-', "_")
+                    ),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.clone().unwrap_or_else(|| "TCP".into())
+        };
+        out.push((
+            format!("{name}_PORT"),
+            format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port),
+        ));
+        for p in &ports {
+            let prefix = format!("{name}_PORT_{}_{}", p.port, proto(p).to_uppercase());
+            out.push((
+                prefix.clone(),
+                format!("{}://{ip}:{}", proto(p).to_lowercase(), p.port),
+            ));
+            out.push((format!("{prefix}_PROTO"), proto(p).to_lowercase()));
+            out.push((format!("{prefix}_PORT"), p.port.to_string()));
+            out.push((format!("{prefix}_ADDR"), ip.to_string()));
+        }
+    }
+    out
+}
+
 /// The value of a `fieldRef` path on the pod, or an error naming the unsupported path.
 pub fn field_value(pod: &Pod, path: &str, ctx: &EnvContext) -> Result<String, String> {
     let m = &pod.metadata;
@@ -226,6 +300,10 @@ pub async fn resolve(
             out.push((k, v));
         }
     };
+    // Service variables first: explicit env and envFrom override them.
+    if pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false) {
+        out.extend(sources.service_variables().await?);
+    }
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(r) = &from.config_map_ref {
@@ -350,6 +428,29 @@ mod tests {
             "10.0.0.1"
         );
         assert!(field_value(&pod, "spec.bogus", &ctx()).is_err());
+    }
+
+    #[test]
+    fn service_links() {
+        let svc: Service = serde_json::from_value(
+            json!({"metadata": {"name": "web-one"}, "spec": {"clusterIP": "10.96.0.11",
+            "ports": [{"name": "http", "port": 80}, {"port": 53, "protocol": "UDP"}]}}),
+        )
+        .unwrap();
+        let headless: Service = serde_json::from_value(json!({"metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 1}]}})).unwrap();
+        let vars: HashMap<String, String> =
+            service_variables(&[svc, headless]).into_iter().collect();
+        assert_eq!(vars["WEB_ONE_SERVICE_HOST"], "10.96.0.11");
+        assert_eq!(vars["WEB_ONE_SERVICE_PORT"], "80");
+        assert_eq!(vars["WEB_ONE_SERVICE_PORT_HTTP"], "80");
+        assert_eq!(vars["WEB_ONE_PORT"], "tcp://10.96.0.11:80");
+        assert_eq!(vars["WEB_ONE_PORT_53_UDP"], "udp://10.96.0.11:53");
+        assert_eq!(vars["WEB_ONE_PORT_53_UDP_PROTO"], "udp");
+        assert_eq!(vars["WEB_ONE_PORT_80_TCP_ADDR"], "10.96.0.11");
+        assert!(
+            !vars.keys().any(|k| k.starts_with("H_")),
+            "headless services give none"
+        );
     }
 
     #[test]
