@@ -113,7 +113,9 @@ fn main() {
 
     // Baselines on the same containerd (ctr) and on podman with its own storage, same image.
     let sock = containerd.socket().display().to_string();
-    let ctr = time_command(pods, &["ctr", "--address", &sock, "-n", "k8s.io", "run", "--rm", &image, "bench-ctr", "true"]);
+    // ctr's FIFOs go where containerd (in its private mount namespace) can see them.
+    let fifo = containerd.dir().join("ctr-fifo").display().to_string();
+    let ctr = time_command(pods, &["ctr", "--address", &sock, "-n", "k8s.io", "run", "--rm", "--fifo-dir", &fifo, &image, "bench-ctr", "true"]);
     let podman_root = dir.path().join("podman");
     let root = podman_root.join("root").display().to_string();
     let run = podman_root.join("run").display().to_string();
