@@ -102,11 +102,17 @@ pub async fn dial(method: &Method, url: &str, headers: &HeaderMap) -> Result<Ans
         .ok_or_else(|| dial_error(url, "no host in the URL"))?
         .clone();
     let port = authority.port_u16().unwrap_or(80);
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host, port)))
-        .await
-        .map_err(|_| dial_error(url, "connect timed out"))?
-        .map_err(|e| dial_error(url, e))?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .map_err(|_| dial_error(url, "connect timed out"))?
+    .map_err(|e| dial_error(url, e))?;
     let _ = tcp.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
@@ -116,10 +122,7 @@ pub async fn dial(method: &Method, url: &str, headers: &HeaderMap) -> Result<Ans
             tracing::debug!("upgrade connection ended: {e}");
         }
     });
-    let path = uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let mut request = hyper::Request::builder()
         .method(method.clone())
         .uri(path)

@@ -127,7 +127,10 @@ async fn passes_a_refusal_on() {
 #[test]
 fn recognises_upgrade_requests_and_forwards_their_negotiation() {
     let mut h = HeaderMap::new();
-    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+    h.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("keep-alive, Upgrade"),
+    );
     assert!(!is_upgrade(&h));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     assert!(is_upgrade(&h));

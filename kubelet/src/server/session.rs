@@ -1,0 +1,149 @@
+//! `/exec/<namespace>/<pod>/<container>`, `/attach/…` and `/portForward/<namespace>/<pod>` (GET
+//! or POST with an HTTP upgrade, as the API server relays them for `kubectl exec`, `attach` and
+//! `port-forward`): the container's running instance (or the pod's ready sandbox) is found through
+//! the runtime, the runtime is asked for a URL on its streaming server (CRI `Exec`, `Attach`,
+//! `PortForward`), and the client's upgrade is relayed there with [`atoll_client::upgrade`]. The
+//! runtime and the client negotiate the protocol (SPDY/3.1 or WebSocket) and its version between
+//! themselves; a refusal from the runtime comes back as it is.
+
+use std::sync::Arc;
+
+use atoll_api::podstream::StreamOptions;
+use atoll_client::upgrade;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
+use k8s_cri::v1 as cri;
+
+use super::lookup::{Containers, Session, pick};
+use super::{Failure, absent, bad, internal};
+use crate::pods::observe::State as ContainerState;
+
+/// The runtime's session for an exec (`command` set) or attach of container `id`. A terminal
+/// carries one output stream, so `stderr` is dropped with `tty` (CRI refuses both).
+pub fn session(id: &str, opts: &StreamOptions, exec: bool) -> Session {
+    let stderr = opts.stderr && !opts.tty;
+    if exec {
+        Session::Exec(cri::ExecRequest {
+            container_id: id.to_string(),
+            cmd: opts.command.clone(),
+            tty: opts.tty,
+            stdin: opts.stdin,
+            stdout: opts.stdout,
+            stderr,
+        })
+    } else {
+        Session::Attach(cri::AttachRequest {
+            container_id: id.to_string(),
+            stdin: opts.stdin,
+            tty: opts.tty,
+            stdout: opts.stdout,
+            stderr,
+        })
+    }
+}
+
+/// The request's pending upgrade, or the 400 Kubernetes' kubelet answers without one.
+fn pending_upgrade(req: &mut Request) -> Result<OnUpgrade, Failure> {
+    let on = req.extensions_mut().remove::<OnUpgrade>();
+    match on {
+        Some(on) if upgrade::is_upgrade(req.headers()) => Ok(on),
+        _ => Err(bad("Upgrade request required".into())),
+    }
+}
+
+/// Relays the client's upgrade to `url` on the runtime's streaming server.
+async fn relay(method: &Method, url: &str, headers: &HeaderMap, client: OnUpgrade) -> Response {
+    match upgrade::dial(method, url, headers).await {
+        Ok(answer) => upgrade::respond(answer, client),
+        Err(e) => Failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the runtime's streaming server: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// Serves `/exec/<namespace>/<pod>/<container>`.
+pub async fn exec<C: Containers>(
+    State(containers): State<Arc<C>>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    exec_or_attach(containers, &namespace, &pod, &container, req, true)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Serves `/attach/<namespace>/<pod>/<container>`.
+pub async fn attach<C: Containers>(
+    State(containers): State<Arc<C>>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    exec_or_attach(containers, &namespace, &pod, &container, req, false)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn exec_or_attach<C: Containers>(
+    containers: Arc<C>,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    mut req: Request,
+    exec: bool,
+) -> Result<Response, Failure> {
+    let opts = StreamOptions::from_query(req.uri().query().unwrap_or_default());
+    opts.check(exec).map_err(|e| bad(e.message))?;
+    let client = pending_upgrade(&mut req)?;
+    let instances = containers
+        .instances(namespace, pod, container)
+        .await
+        .map_err(internal)?;
+    let running = pick(instances, false).filter(|i| i.state == ContainerState::Running);
+    let Some(instance) = running else {
+        let why = containers
+            .absent(namespace, pod, container)
+            .await
+            .map_err(internal)?;
+        return Err(absent(Some(why), pod, container, false));
+    };
+    let url = containers
+        .session(session(&instance.id, &opts, exec))
+        .await
+        .map_err(internal)?;
+    Ok(relay(req.method(), &url, req.headers(), client).await)
+}
+
+/// Serves `/portForward/<namespace>/<pod>`; the ports are named per stream by the client.
+pub async fn port_forward<C: Containers>(
+    State(containers): State<Arc<C>>,
+    Path((namespace, pod)): Path<(String, String)>,
+    mut req: Request,
+) -> Response {
+    let client = match pending_upgrade(&mut req) {
+        Ok(c) => c,
+        Err(f) => return f.into_response(),
+    };
+    let sandbox = match containers.sandbox(&namespace, &pod).await {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            return Failure(
+                StatusCode::NOT_FOUND,
+                format!("pod not found (\"{namespace}/{pod}\")"),
+            )
+            .into_response();
+        }
+        Err(e) => return internal(e).into_response(),
+    };
+    let request = cri::PortForwardRequest {
+        pod_sandbox_id: sandbox,
+        port: vec![],
+    };
+    match containers.session(Session::PortForward(request)).await {
+        Ok(url) => relay(req.method(), &url, req.headers(), client).await,
+        Err(e) => internal(e).into_response(),
+    }
+}
