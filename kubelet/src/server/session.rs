@@ -53,10 +53,39 @@ fn pending_upgrade(req: &mut Request) -> Result<OnUpgrade, Failure> {
     }
 }
 
+/// The protocol a request offers (`Sec-WebSocket-Protocol`, else `X-Stream-Protocol-Version`) or an
+/// answer chose, its values joined.
+fn protocol(headers: &HeaderMap) -> String {
+    let pick = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let upgrade = pick("upgrade");
+    match pick("sec-websocket-protocol") {
+        ws if !ws.is_empty() => format!("{upgrade} {ws}"),
+        _ => format!("{upgrade} {}", pick("x-stream-protocol-version")),
+    }
+}
+
 /// Relays the client's upgrade to `url` on the runtime's streaming server.
 async fn relay(method: &Method, url: &str, headers: &HeaderMap, client: OnUpgrade) -> Response {
+    let offered = protocol(headers);
     match upgrade::dial(method, url, headers).await {
-        Ok(answer) => upgrade::respond(answer, client),
+        Ok(answer) => {
+            match &answer {
+                upgrade::Answer::Switched { headers, .. } => {
+                    tracing::info!(%method, offered, chosen = protocol(headers), "streaming session relayed to the runtime")
+                }
+                upgrade::Answer::Refused { status, body, .. } => {
+                    tracing::info!(%method, offered, %status, answer = %String::from_utf8_lossy(body).trim(), "the runtime refused a streaming session")
+                }
+            }
+            upgrade::respond(answer, client)
+        }
         Err(e) => Failure(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the runtime's streaming server: {e}"),

@@ -1,0 +1,294 @@
+//! `kubectl exec`, `attach` and `port-forward` through the `atoll apiserver` and `atoll kubelet`
+//! binaries to a real containerd, with kubectl 1.33 (which tries WebSocket first and falls back to
+//! SPDY) and kubectl 1.27 (SPDY only): exit codes reach kubectl, stdin reaches the process and its
+//! end closes it, a terminal is a terminal, attach shows a container's output, and a forwarded port
+//! serves the pod's HTTP page. Runs in a private network namespace with its own registry and
+//! containerd, like `kubelet.rs`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use atoll_e2e::{Env, kubectl_dir};
+use atoll_testkit::runtime::{Containerd, Registry, add_node_address, isolate_network};
+
+const NODE: &str = "e2e-streams";
+const NODE_IP: &str = "10.200.0.1";
+
+/// A child process killed (and reaped) on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `cmd` with `input` on its stdin (then closed) for at most `secs` seconds; kills it and
+/// panics when it takes longer.
+fn run_timed(mut cmd: Command, input: &[u8], secs: u64) -> Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = Running(cmd.spawn().expect("kubectl starts"));
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let reader = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = r.read_to_end(&mut out);
+            out
+        })
+    };
+    let stdout = reader(Box::new(child.0.stdout.take().expect("stdout")));
+    let stderr = reader(Box::new(child.0.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{cmd:?} did not end within {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = writer.join();
+    let out = Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    eprintln!(
+        "$ {cmd:?} -> {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn http_get(addr: &str) -> Option<String> {
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n").ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    Some(out)
+}
+
+/// A shell command line for `script`, each argument single-quoted.
+fn shell_line(binary: &Path, args: &[&str]) -> String {
+    std::iter::once(binary.to_string_lossy().as_ref())
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Every stream workflow with the kubectl at `kubectl`.
+fn streams(env: &Env, kubectl: &Path) {
+    let version = kubectl.display();
+    // Exit codes reach kubectl.
+    let out = run_timed(
+        env.command(kubectl, &["exec", "web", "--", "sh", "-c", "exit 3"]),
+        b"",
+        60,
+    );
+    assert_eq!(out.status.code(), Some(3), "{version}: exec exit code");
+    let out = run_timed(
+        env.command(
+            kubectl,
+            &["exec", "web", "--", "sh", "-c", "echo out; echo err >&2"],
+        ),
+        b"",
+        60,
+    );
+    assert!(out.status.success(), "{version}: exec");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
+
+    // Standard input reaches the process, and its end ends it.
+    let out = run_timed(
+        env.command(kubectl, &["exec", "-i", "web", "--", "cat"]),
+        b"hi\n",
+        60,
+    );
+    assert!(out.status.success(), "{version}: exec -i");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "{version}");
+
+    // A terminal (kubectl wants one on its own stdin: `script` gives it a pseudo-terminal).
+    let line = shell_line(
+        kubectl,
+        &[
+            "exec",
+            "-it",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && echo on-a-tty",
+        ],
+    );
+    let mut script = env.command(Path::new("script"), &["-qec", &line, "/dev/null"]);
+    script.env("TERM", "dumb");
+    let out = run_timed(script, b"", 60);
+    assert!(out.status.success(), "{version}: exec -it");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("on-a-tty"),
+        "{version}: exec -it"
+    );
+
+    // Attach shows what the container prints.
+    let mut attach = env.command(kubectl, &["attach", "talk"]);
+    attach.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = Running(attach.spawn().expect("kubectl attach"));
+    let mut stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("tick") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.extend(chunk),
+            Err(_) => panic!(
+                "{version}: attach showed no output: {}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+    drop(child);
+
+    // A forwarded port serves the pod's page.
+    let port = atoll_testkit::free_port();
+    let mut forward = env.command(kubectl, &["port-forward", "pod/web", &format!("{port}:80")]);
+    forward.stdout(Stdio::null()).stderr(Stdio::null());
+    let _forward = Running(forward.spawn().expect("kubectl port-forward"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = http_get(&format!("127.0.0.1:{port}")).unwrap_or_default();
+        if page.contains("atoll busybox") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{version}: port-forward never served the page; last: {page}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A second connection over the same forward.
+    let page = http_get(&format!("127.0.0.1:{port}")).unwrap_or_default();
+    assert!(page.contains("atoll busybox"), "{version}: {page}");
+}
+
+#[test]
+fn kubectl_execs_attaches_and_forwards_ports() {
+    isolate_network();
+    add_node_address(&format!("{NODE_IP}/32"));
+    let registry = Registry::start();
+    let containerd = Containerd::start(&registry);
+    let env = Env::start();
+    let root = env.path("kubelet");
+    let healthz = format!(
+        "--healthz-bind-address=127.0.0.1:{}",
+        atoll_testkit::free_port()
+    );
+    let kubelet_port = atoll_testkit::free_port().to_string();
+    let _kubelet = env.component(
+        "kubelet",
+        &[
+            "kubelet",
+            "--node-name",
+            NODE,
+            "--node-ip",
+            NODE_IP,
+            "--pod-cidr",
+            "10.88.0.0/24",
+            "--container-runtime-endpoint",
+            &containerd.endpoint(),
+            "--root-dir",
+            &root.to_string_lossy(),
+            "--cni-conf-dir",
+            &containerd.cni_conf_dir().to_string_lossy(),
+            "--cgroup-root",
+            containerd.cgroup_root(),
+            "--port",
+            &kubelet_port,
+            &healthz,
+        ],
+    );
+    let metrics = format!(
+        "--metrics-bind-address=127.0.0.1:{}",
+        atoll_testkit::free_port()
+    );
+    let _scheduler = env.component(
+        "scheduler",
+        &["scheduler", "--leader-elect=false", &metrics],
+    );
+    env.wait_for(&["get", "node", NODE], 30, |out| out.contains(" Ready "));
+
+    let image = registry.image("busybox:1.35");
+    env.ok(&[
+        "run",
+        "web",
+        &format!("--image={image}"),
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    env.ok(&[
+        "run",
+        "talk",
+        &format!("--image={image}"),
+        "--",
+        "sh",
+        "-c",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.3; done",
+    ]);
+    for pod in ["web", "talk"] {
+        env.wait_for(&["get", "pod", pod], 60, |out| out.contains("Running"));
+    }
+
+    // Errors before the upgrade are Statuses that kubectl prints.
+    let err = env.fails(&["exec", "web", "-c", "nope", "--", "true"]);
+    assert!(
+        err.contains("container nope is not valid for pod web"),
+        "{err}"
+    );
+    let err = env.fails(&["exec", "missing", "--", "true"]);
+    assert!(err.contains("not found"), "{err}");
+
+    let mut kubectls: Vec<PathBuf> = vec![PathBuf::from("/usr/bin/kubectl")];
+    if let Some(old) = kubectl_dir()
+        .map(|d| d.join("kubectl.1.27"))
+        .filter(|p| p.exists())
+    {
+        kubectls.push(old);
+    }
+    for kubectl in &kubectls {
+        streams(&env, kubectl);
+    }
+    eprintln!(
+        "KUBELET LOG\n{}",
+        std::fs::read_to_string(env.path("kubelet.log")).unwrap_or_default()
+    );
+    drop(containerd);
+}
