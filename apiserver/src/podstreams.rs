@@ -5,19 +5,49 @@
 //! What the two ends negotiate (protocol version, streams, exit code) passes through unchanged; a
 //! refusal comes back as a Status with the kubelet's code, which makes kubectl fall back from
 //! WebSocket to SPDY when the node's runtime does not speak the WebSocket protocol it offered.
+//! Two WebSocket protocols that containerd's streaming server lacks end here instead
+//! ([`websocket`]): `v5.channel.k8s.io` for exec and attach, bridged to SPDY v4, and port forwarding
+//! tunnelled in WebSocket messages (`SPDY/3.1+portforward.k8s.io`).
 
 use std::sync::Arc;
 
 use atoll_api::podstream::StreamOptions;
 use atoll_api::{ApiError, ApiResult};
 use atoll_client::upgrade::{self, Answer};
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::Response;
 use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 
 use crate::podlogs::{choose_container, error_chain, kubelet_error, kubelet_of, read_pod, segment};
 use crate::request::Target;
 use crate::server::Server;
+
+pub mod spdy;
+pub mod websocket;
+
+/// How a client's upgrade reaches the kubelet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Relayed as it is: the client and the runtime negotiate.
+    Relay,
+    /// A `v5.channel.k8s.io` WebSocket, bridged to SPDY v4 ([`websocket::bridge_v5`]).
+    V5,
+    /// SPDY port forwarding inside a WebSocket, unwrapped ([`websocket::tunnel`]).
+    Tunnel,
+}
+
+/// The mode for a request to subresource `sub` with `headers`.
+fn mode(sub: &str, headers: &HeaderMap) -> Mode {
+    let offered = websocket::offered(headers);
+    let has = |p: &str| offered.iter().any(|o| o == p);
+    let key = headers.contains_key(header::SEC_WEBSOCKET_KEY);
+    match sub {
+        "portforward" if key && has(websocket::PORT_FORWARD_TUNNEL) => Mode::Tunnel,
+        "exec" | "attach" if key && has(websocket::V5) => Mode::V5,
+        _ => Mode::Relay,
+    }
+}
 
 /// The streaming subresources.
 pub const SUBRESOURCES: [&str; 3] = ["exec", "attach", "portforward"];
@@ -73,18 +103,96 @@ pub async fn serve(
         "http://{authority}{}",
         kubelet_path(sub, ns, name, &container, &opts)
     );
-    let answer = upgrade::dial(method, &url, headers).await.map_err(|e| {
-        ApiError::internal(format!(
-            "error dialing backend: {} (the kubelet of node \"{node_name}\")",
-            error_chain(&e)
-        ))
-    })?;
-    match answer {
-        Answer::Refused { status, body, .. } => {
-            Err(kubelet_error(status, &body, &format!("pods/{sub}"), name))
+    let mode = mode(sub, headers);
+    let (up_method, up_headers) = match mode {
+        Mode::Relay => (method.clone(), headers.clone()),
+        Mode::V5 => (Method::POST, spdy_upgrade(websocket::SPDY_V4)),
+        Mode::Tunnel => (Method::POST, spdy_upgrade(websocket::SPDY_PORT_FORWARD)),
+    };
+    let answer = upgrade::dial(&up_method, &url, &up_headers)
+        .await
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "error dialing backend: {} (the kubelet of node \"{node_name}\")",
+                error_chain(&e)
+            ))
+        })?;
+    let how = match mode {
+        Mode::Relay => "relayed",
+        Mode::V5 => "bridged from WebSocket v5 to SPDY v4",
+        Mode::Tunnel => "tunnelled from WebSocket to SPDY",
+    };
+    match &answer {
+        Answer::Switched { .. } => {
+            tracing::info!(namespace = ns, pod = name, sub, upgrade = ?headers.get(header::UPGRADE), "streaming session {how}")
         }
-        switched => Ok(upgrade::respond(switched, client)),
+        Answer::Refused { status, .. } => {
+            tracing::info!(namespace = ns, pod = name, sub, %status, "streaming session refused by the kubelet")
+        }
     }
+    let (chosen, upstream) = match answer {
+        Answer::Refused { status, body, .. } => {
+            return Err(kubelet_error(status, &body, &format!("pods/{sub}"), name));
+        }
+        switched if mode == Mode::Relay => return Ok(upgrade::respond(switched, client)),
+        Answer::Switched { headers, stream } => (headers, stream),
+    };
+    let wanted = match mode {
+        Mode::Tunnel => websocket::SPDY_PORT_FORWARD,
+        _ => websocket::SPDY_V4,
+    };
+    let chosen = chosen
+        .get("x-stream-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if chosen != wanted {
+        return Err(ApiError::internal(format!(
+            "the kubelet of node \"{node_name}\" chose stream protocol {chosen:?}, not {wanted}"
+        )));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (protocol, streams) = match mode {
+        Mode::Tunnel => (websocket::PORT_FORWARD_TUNNEL, None),
+        _ => (
+            websocket::V5,
+            Some(websocket::Streams {
+                stdin: opts.stdin,
+                stdout: opts.stdout,
+                stderr: opts.stderr && !opts.tty,
+                tty: opts.tty,
+            }),
+        ),
+    };
+    tokio::spawn(async move {
+        let client = match client.await {
+            Ok(c) => TokioIo::new(c),
+            Err(e) => {
+                tracing::debug!("the client's upgrade failed: {e}");
+                return;
+            }
+        };
+        let upstream = TokioIo::new(upstream);
+        match streams {
+            Some(streams) => websocket::bridge_v5(client, upstream, streams).await,
+            None => websocket::tunnel(client, upstream).await,
+        }
+    });
+    Ok(websocket::switching(key, protocol))
+}
+
+/// The headers that ask the kubelet for a SPDY/3.1 upgrade with stream protocol `protocol`.
+fn spdy_upgrade(protocol: &'static str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    h.insert(
+        "x-stream-protocol-version",
+        HeaderValue::from_static(protocol),
+    );
+    h
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `kubectl exec`, `attach` and `port-forward` through the `atoll apiserver` and `atoll kubelet`
-//! binaries to a real containerd, with kubectl 1.33 (which tries WebSocket first and falls back to
-//! SPDY) and kubectl 1.27 (SPDY only): exit codes reach kubectl, stdin reaches the process and its
+//! binaries to a real containerd, with kubectl 1.33 (WebSocket: `v5.channel.k8s.io`, bridged to
+//! SPDY at the API server, and port forwarding tunnelled in WebSocket) and kubectl 1.27 (SPDY,
+//! relayed as it is), each session on its first try (no fallback): exit codes reach kubectl, stdin reaches the process and its
 //! end closes it, a terminal is a terminal, attach shows a container's output, and a forwarded port
 //! serves the pod's HTTP page. Runs in a private network namespace with its own registry and
 //! containerd, like `kubelet.rs`.
@@ -90,6 +91,17 @@ fn shell_line(binary: &Path, args: &[&str]) -> String {
         .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The API server's log lines about streaming sessions (how each reached the kubelet, or that the
+/// kubelet refused it).
+fn sessions(env: &Env) -> Vec<String> {
+    std::fs::read_to_string(env.path("apiserver.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("streaming session"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Every stream workflow with the kubectl at `kubectl`.
@@ -284,11 +296,22 @@ fn kubectl_execs_attaches_and_forwards_ports() {
         kubectls.push(old);
     }
     for kubectl in &kubectls {
+        let before = sessions(&env).len();
         streams(&env, kubectl);
+        let seen = sessions(&env).split_off(before);
+        let count = |what: &str| seen.iter().filter(|l| l.contains(what)).count();
+        // Five exec and attach sessions and one port forward, each on its first try.
+        assert_eq!(seen.len(), 6, "{seen:#?}");
+        if kubectl.ends_with("kubectl.1.27") {
+            assert_eq!(count("session relayed"), 6, "SPDY only: {seen:#?}");
+        } else {
+            assert_eq!(
+                count("bridged from WebSocket v5 to SPDY v4"),
+                5,
+                "{seen:#?}"
+            );
+            assert_eq!(count("tunnelled from WebSocket to SPDY"), 1, "{seen:#?}");
+        }
     }
-    eprintln!(
-        "KUBELET LOG\n{}",
-        std::fs::read_to_string(env.path("kubelet.log")).unwrap_or_default()
-    );
     drop(containerd);
 }
