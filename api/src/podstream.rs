@@ -3,6 +3,8 @@
 //! `/exec/<namespace>/<pod>/<container>` and `/attach/…`, where Kubernetes' kubelet names the
 //! streams `input`, `output` and `error` with the value `1`. Both spellings are read; the API
 //! server checks the options, then forwards them to the kubelet in the kubelet's spelling.
+//! [`PortForwardOptions`] likewise: `ports` for the API server, `port` for the kubelet (SPDY clients
+//! name the port per stream instead; WebSocket clients need it in the query).
 
 use crate::error::ApiError;
 
@@ -105,6 +107,45 @@ impl StreamOptions {
     }
 }
 
+/// `PodPortForwardOptions`: the ports a WebSocket port forward reaches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortForwardOptions {
+    /// `ports` (API server) or `port` (kubelet), repeated or comma-separated.
+    pub ports: Vec<u16>,
+}
+
+impl PortForwardOptions {
+    /// Parses a raw query; a port that is not a number from 1 to 65535 is a 400.
+    pub fn from_query(query: &str) -> Result<PortForwardOptions, ApiError> {
+        let mut ports = vec![];
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if k != "ports" && k != "port" {
+                continue;
+            }
+            for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                match p.parse::<u16>() {
+                    Ok(n) if n > 0 => ports.push(n),
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "invalid port {p:?}: must be a number from 1 to 65535"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(PortForwardOptions { ports })
+    }
+
+    /// The query for the kubelet's `/portForward` (and the runtime's stream URL): `port=N` per port.
+    pub fn kubelet_query(&self) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for p in &self.ports {
+            q.append_pair("port", &p.to_string());
+        }
+        q.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +172,21 @@ mod tests {
         );
         let k = StreamOptions::from_query("input=1&output=0&error=1&tty=1");
         assert!(k.stdin && !k.stdout && k.stderr && k.tty);
+    }
+
+    #[test]
+    fn reads_and_writes_ports() {
+        let o = PortForwardOptions::from_query("ports=80,8080&ports=9000").unwrap();
+        assert_eq!(o.ports, [80, 8080, 9000]);
+        assert_eq!(o.kubelet_query(), "port=80&port=8080&port=9000");
+        assert_eq!(
+            PortForwardOptions::from_query(&o.kubelet_query()).unwrap(),
+            o
+        );
+        assert!(PortForwardOptions::from_query("").unwrap().ports.is_empty());
+        for bad in ["ports=0", "ports=http", "ports=70000"] {
+            assert_eq!(PortForwardOptions::from_query(bad).unwrap_err().code, 400);
+        }
     }
 
     #[test]

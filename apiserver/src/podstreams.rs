@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use atoll_api::podstream::StreamOptions;
+use atoll_api::podstream::{PortForwardOptions, StreamOptions};
 use atoll_api::{ApiError, ApiResult};
 use atoll_client::upgrade::{self, Answer};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
@@ -53,19 +53,17 @@ fn mode(sub: &str, headers: &HeaderMap) -> Mode {
 pub const SUBRESOURCES: [&str; 3] = ["exec", "attach", "portforward"];
 
 /// The kubelet path (after the host) for subresource `sub` of pod `ns/name`.
-fn kubelet_path(sub: &str, ns: &str, name: &str, container: &str, opts: &StreamOptions) -> String {
+fn kubelet_path(sub: &str, ns: &str, name: &str, container: &str, query: &str) -> String {
     let (ns, name) = (segment(ns), segment(name));
-    match sub {
+    let path = match sub {
         "portforward" => format!("/portForward/{ns}/{name}"),
-        _ => {
-            let path = if sub == "exec" { "exec" } else { "attach" };
-            let query = opts.kubelet_query();
-            format!(
-                "/{path}/{ns}/{name}/{}{}{query}",
-                segment(container),
-                if query.is_empty() { "" } else { "?" }
-            )
-        }
+        "exec" => format!("/exec/{ns}/{name}/{}", segment(container)),
+        _ => format!("/attach/{ns}/{name}/{}", segment(container)),
+    };
+    if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
     }
 }
 
@@ -87,9 +85,12 @@ pub async fn serve(
     }
     let (ns, name) = (t.namespace.as_deref().unwrap_or(""), t.name());
     let opts = StreamOptions::from_query(raw_query);
-    if sub != "portforward" {
+    let kubelet_query = if sub == "portforward" {
+        PortForwardOptions::from_query(raw_query)?.kubelet_query()
+    } else {
         opts.check(sub == "exec")?;
-    }
+        opts.kubelet_query()
+    };
     let pod = read_pod(srv, t).await?;
     let container = match sub {
         "portforward" => String::new(),
@@ -101,7 +102,7 @@ pub async fn serve(
     };
     let url = format!(
         "http://{authority}{}",
-        kubelet_path(sub, ns, name, &container, &opts)
+        kubelet_path(sub, ns, name, &container, &kubelet_query)
     );
     let mode = mode(sub, headers);
     let (up_method, up_headers) = match mode {
@@ -205,17 +206,22 @@ mod tests {
             "command=sh&command=-c&command=exit 3&stdout=true&stderr=true",
         );
         assert_eq!(
-            kubelet_path("exec", "default", "web", "c", &opts),
+            kubelet_path("exec", "default", "web", "c", &opts.kubelet_query()),
             "/exec/default/web/c?command=sh&command=-c&command=exit+3&error=1&output=1"
         );
         let opts = StreamOptions::from_query("stdout=true&container=c");
         assert_eq!(
-            kubelet_path("attach", "default", "web", "c", &opts),
+            kubelet_path("attach", "default", "web", "c", &opts.kubelet_query()),
             "/attach/default/web/c?output=1"
         );
         assert_eq!(
-            kubelet_path("portforward", "ns", "web", "", &opts),
+            kubelet_path("portforward", "ns", "web", "", ""),
             "/portForward/ns/web"
+        );
+        let ports = PortForwardOptions::from_query("ports=80").unwrap();
+        assert_eq!(
+            kubelet_path("portforward", "ns", "web", "", &ports.kubelet_query()),
+            "/portForward/ns/web?port=80"
         );
     }
 }

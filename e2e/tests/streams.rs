@@ -3,7 +3,8 @@
 //! SPDY at the API server, and port forwarding tunnelled in WebSocket) and kubectl 1.27 (SPDY,
 //! relayed as it is), each session on its first try (no fallback): exit codes reach kubectl, stdin reaches the process and its
 //! end closes it, a terminal is a terminal, attach shows a container's output, and a forwarded port
-//! serves the pod's HTTP page. Runs in a private network namespace with its own registry and
+//! serves the pod's HTTP page. The official Python client does the same over WebSocket (v5, and
+//! v4 straight to containerd). Runs in a private network namespace with its own registry and
 //! containerd, like `kubelet.rs`.
 
 use std::io::{Read, Write};
@@ -91,6 +92,97 @@ fn shell_line(binary: &Path, args: &[&str]) -> String {
         .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The official Python client (`kubernetes` from PyPI): exec over WebSocket v5 (bridged at the
+/// API server) with an exit code and with stdin closed by the v5 signal, exec over plain
+/// `v4.channel.k8s.io` (which containerd's streaming server speaks itself), and a WebSocket port
+/// forward (the port named in the query).
+const PYTHON: &str = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.stream import stream, portforward
+from kubernetes.stream.ws_client import WSClient, get_websocket_url
+
+config.load_kube_config(sys.argv[1])
+v1 = client.CoreV1Api()
+
+r = stream(v1.connect_get_namespaced_pod_exec, "web", "default",
+           command=["sh", "-c", "echo out; echo err >&2; exit 3"],
+           stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False)
+r.run_forever(timeout=30)
+assert r.subprotocol == "v5.channel.k8s.io", r.subprotocol
+assert r.returncode == 3, r.returncode
+assert r.read_stdout() == "out\n"
+assert r.read_stderr() == "err\n"
+
+r = stream(v1.connect_get_namespaced_pod_exec, "web", "default", command=["cat"],
+           stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False)
+r.write_stdin("hi\n")
+r.close_channel(0)
+r.run_forever(timeout=30)
+assert r.returncode == 0, r.returncode
+assert r.read_stdout() == "hi\n"
+
+cfg = client.Configuration.get_default_copy()
+url = get_websocket_url(cfg.host + "/api/v1/namespaces/default/pods/web/exec"
+                        "?command=sh&command=-c&command=exit%205&stdout=true&stderr=true")
+w = WSClient(cfg, url, headers={"sec-websocket-protocol": "v4.channel.k8s.io"}, capture_all=True)
+w.run_forever(timeout=30)
+assert w.subprotocol == "v4.channel.k8s.io", w.subprotocol
+assert w.returncode == 5, w.returncode
+
+pf = portforward(v1.connect_get_namespaced_pod_portforward, "web", "default", ports="80")
+s = pf.socket(80)
+s.setblocking(True)
+s.settimeout(30)
+s.sendall(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n")
+page = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    page += chunk
+assert b"atoll busybox" in page, page
+s.close()
+print("python streams ok")
+"#;
+
+/// A venv with the `kubernetes` package, made before the test leaves the host's network (pip needs
+/// the package index); removed on drop.
+fn python_venv() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("atoll-e2e-venv-")
+        .tempdir()
+        .expect("temp dir");
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(dir.path())
+        .status()
+        .expect("python3 runs");
+    assert!(made.success(), "python3 -m venv failed");
+    let pip = Command::new(dir.path().join("bin/pip"))
+        .args(["install", "-q", "kubernetes"])
+        .output()
+        .expect("pip runs");
+    assert!(
+        pip.status.success(),
+        "pip install kubernetes failed: {}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    dir
+}
+
+/// Runs [`PYTHON`] with the venv's Python.
+fn python_client(env: &Env, venv: &Path) {
+    let script = env.write("streams.py", PYTHON);
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.arg(&script).arg(env.path("kubeconfig"));
+    let out = run_timed(cmd, b"", 120);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("python streams ok"),
+        "the Python client's streams failed"
+    );
 }
 
 /// The API server's log lines about streaming sessions (how each reached the kubelet, or that the
@@ -209,6 +301,7 @@ fn streams(env: &Env, kubectl: &Path) {
 
 #[test]
 fn kubectl_execs_attaches_and_forwards_ports() {
+    let venv = python_venv();
     isolate_network();
     add_node_address(&format!("{NODE_IP}/32"));
     let registry = Registry::start();
@@ -313,5 +406,16 @@ fn kubectl_execs_attaches_and_forwards_ports() {
             assert_eq!(count("tunnelled from WebSocket to SPDY"), 1, "{seen:#?}");
         }
     }
+    let before = sessions(&env).len();
+    python_client(&env, venv.path());
+    let seen = sessions(&env).split_off(before);
+    let count = |what: &str| seen.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(seen.len(), 4, "{seen:#?}");
+    assert_eq!(
+        count("bridged from WebSocket v5 to SPDY v4"),
+        2,
+        "{seen:#?}"
+    );
+    assert_eq!(count("session relayed"), 2, "{seen:#?}");
     drop(containerd);
 }

@@ -195,6 +195,8 @@ pub async fn bridge_v5(client: impl Io, upstream: impl Io, streams: Streams) {
         while let Some(msg) = ws_rx.next().await {
             let msg = match msg {
                 Ok(Message::Binary(b)) => b,
+                // The Python client sends text input in text messages, channel byte first.
+                Ok(Message::Text(t)) => Bytes::copy_from_slice(t.as_str().as_bytes()),
                 Ok(Message::Close(_)) | Err(_) => break,
                 Ok(_) => continue,
             };

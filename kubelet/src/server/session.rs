@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use atoll_api::podstream::StreamOptions;
+use atoll_api::podstream::{PortForwardOptions, StreamOptions};
 use atoll_client::upgrade;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -71,10 +71,28 @@ fn protocol(headers: &HeaderMap) -> String {
     }
 }
 
-/// Relays the client's upgrade to `url` on the runtime's streaming server.
-async fn relay(method: &Method, url: &str, headers: &HeaderMap, client: OnUpgrade) -> Response {
+/// `url` with the query `query` added, as Kubernetes' kubelet passes its request's query on to the
+/// runtime (a WebSocket port forward names its ports there).
+pub fn with_query(url: &str, query: Option<&str>) -> String {
+    match query.filter(|q| !q.is_empty()) {
+        None => url.to_string(),
+        Some(q) if url.contains('?') => format!("{url}&{q}"),
+        Some(q) => format!("{url}?{q}"),
+    }
+}
+
+/// Relays the client's upgrade (`method`, `headers`, `query`) to `url` on the runtime's streaming
+/// server.
+async fn relay(
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    url: &str,
+    client: OnUpgrade,
+) -> Response {
+    let url = with_query(url, query);
     let offered = protocol(headers);
-    match upgrade::dial(method, url, headers).await {
+    match upgrade::dial(method, &url, headers).await {
         Ok(answer) => {
             match &answer {
                 upgrade::Answer::Switched { headers, .. } => {
@@ -143,15 +161,20 @@ async fn exec_or_attach<C: Containers>(
         .session(session(&instance.id, &opts, exec))
         .await
         .map_err(internal)?;
-    Ok(relay(req.method(), &url, req.headers(), client).await)
+    Ok(relay(req.method(), req.headers(), req.uri().query(), &url, client).await)
 }
 
-/// Serves `/portForward/<namespace>/<pod>`; the ports are named per stream by the client.
+/// Serves `/portForward/<namespace>/<pod>`; the ports are named per stream by a SPDY client, in
+/// the query (`port`, repeated) by a WebSocket one.
 pub async fn port_forward<C: Containers>(
     State(containers): State<Arc<C>>,
     Path((namespace, pod)): Path<(String, String)>,
     mut req: Request,
 ) -> Response {
+    let ports = match PortForwardOptions::from_query(req.uri().query().unwrap_or_default()) {
+        Ok(o) => o.ports,
+        Err(e) => return bad(e.message).into_response(),
+    };
     let client = match pending_upgrade(&mut req) {
         Ok(c) => c,
         Err(f) => return f.into_response(),
@@ -169,10 +192,10 @@ pub async fn port_forward<C: Containers>(
     };
     let request = cri::PortForwardRequest {
         pod_sandbox_id: sandbox,
-        port: vec![],
+        port: ports.into_iter().map(i32::from).collect(),
     };
     match containers.session(Session::PortForward(request)).await {
-        Ok(url) => relay(req.method(), &url, req.headers(), client).await,
+        Ok(url) => relay(req.method(), req.headers(), req.uri().query(), &url, client).await,
         Err(e) => internal(e).into_response(),
     }
 }

@@ -383,7 +383,7 @@ async fn relays_exec_attach_and_port_forward_to_the_runtime() {
     let out = upgrade_request(&s.base, "/attach/default/web/c?stdout=true", true).await;
     assert!(out.starts_with("HTTP/1.1 101"), "{out}");
     *s.fake.sandbox.lock().unwrap() = Some("sandbox-1".into());
-    let out = upgrade_request(&s.base, "/portForward/default/web", true).await;
+    let out = upgrade_request(&s.base, "/portForward/default/web?port=80", true).await;
     assert!(out.starts_with("HTTP/1.1 101"), "{out}");
     let sessions = s.fake.sessions.lock().unwrap().clone();
     assert_eq!(
@@ -405,10 +405,25 @@ async fn relays_exec_attach_and_port_forward_to_the_runtime() {
             }),
             Session::PortForward(k8s_cri::v1::PortForwardRequest {
                 pod_sandbox_id: "sandbox-1".into(),
-                port: vec![],
+                port: vec![80],
             }),
         ]
     );
+}
+
+#[test]
+fn passes_the_query_on_to_the_runtime() {
+    use super::session::with_query;
+    assert_eq!(
+        with_query("http://r/portforward/t", Some("port=80")),
+        "http://r/portforward/t?port=80"
+    );
+    assert_eq!(
+        with_query("http://r/x?a=1", Some("b=2")),
+        "http://r/x?a=1&b=2"
+    );
+    assert_eq!(with_query("http://r/x", Some("")), "http://r/x");
+    assert_eq!(with_query("http://r/x", None), "http://r/x");
 }
 
 #[tokio::test]
@@ -440,7 +455,9 @@ async fn refuses_sessions_it_cannot_start() {
         out.ends_with("container \"c\" in pod \"web\" is terminated"),
         "{out}"
     );
-    // No sandbox.
+    // A bad port, no sandbox.
+    let out = upgrade_request(&s.base, "/portForward/default/web?port=x", true).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     let out = upgrade_request(&s.base, "/portForward/default/web", true).await;
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
     assert!(s.fake.sessions.lock().unwrap().is_empty());

@@ -84,6 +84,7 @@ async fn bridges_v5_to_spdy_and_back() {
     ws.send(Message::Binary(Bytes::from_static(b"\x00hi\n")))
         .await
         .unwrap();
+    ws.send(Message::Text("\u{0}more".into())).await.unwrap();
     ws.send(Message::Binary(Bytes::from_static(&[255, 0])))
         .await
         .unwrap();
@@ -93,6 +94,14 @@ async fn bridges_v5_to_spdy_and_back() {
             stream: 3,
             fin: false,
             data: Bytes::from_static(b"hi\n")
+        }
+    );
+    assert_eq!(
+        next(&mut kubelet).await,
+        Frame::Data {
+            stream: 3,
+            fin: false,
+            data: Bytes::from_static(b"more")
         }
     );
     assert_eq!(
