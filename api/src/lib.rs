@@ -10,6 +10,7 @@ pub mod meta;
 pub mod patch;
 pub mod patch_meta;
 pub mod podlog;
+pub mod podstream;
 pub mod registry;
 pub mod selector;
 pub mod strategic;

@@ -23,6 +23,12 @@ pub enum Subresource {
     Eviction,
     /// `pods/log`: a container's output, read from (and streamed by) the kubelet of the pod's node.
     Log,
+    /// `pods/exec`: run a command in a container, its streams relayed from the kubelet (an HTTP upgrade).
+    Exec,
+    /// `pods/attach`: attach to a running container's streams (an HTTP upgrade).
+    Attach,
+    /// `pods/portforward`: forward connections to the pod's ports (an HTTP upgrade).
+    PortForward,
 }
 
 impl Subresource {
@@ -34,6 +40,9 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Eviction => "eviction",
             Subresource::Log => "log",
+            Subresource::Exec => "exec",
+            Subresource::Attach => "attach",
+            Subresource::PortForward => "portforward",
         }
     }
 }

@@ -55,6 +55,7 @@ fn sub_verbs(sub: &str) -> &'static [&'static str] {
     match sub {
         "binding" | "eviction" => &["create"],
         "log" => &["get"],
+        "exec" | "attach" | "portforward" => &["create", "get"],
         "finalize" => &["update"],
         _ => &["get", "patch", "update"],
     }
@@ -71,6 +72,12 @@ fn subresources(k: &KindInfo) -> Vec<(&'static str, (&'static str, &'static str,
             Subresource::Binding => ("binding", ("", "v1", "Binding".to_string())),
             Subresource::Eviction => ("eviction", ("policy", "v1", "Eviction".to_string())),
             Subresource::Log => ("log", ("", "", k.kind.clone())),
+            Subresource::Exec => ("exec", ("", "v1", "PodExecOptions".to_string())),
+            Subresource::Attach => ("attach", ("", "v1", "PodAttachOptions".to_string())),
+            Subresource::PortForward => (
+                "portforward",
+                ("", "v1", "PodPortForwardOptions".to_string()),
+            ),
         })
         .collect();
     if k.group.is_empty() && k.plural == "namespaces" {

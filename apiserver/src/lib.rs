@@ -17,6 +17,7 @@ pub mod object;
 pub mod openapi;
 pub mod ops;
 pub mod podlogs;
+pub mod podstreams;
 pub mod request;
 pub mod rest;
 pub mod server;

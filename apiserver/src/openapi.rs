@@ -150,6 +150,43 @@ fn log_params() -> Vec<Value> {
     .collect()
 }
 
+/// The query parameters of `pods/<name>/exec` (`command: true`) and `pods/<name>/attach`.
+fn stream_params(command: bool) -> Vec<Value> {
+    let mut out = vec![];
+    if command {
+        out.push(query(
+            "command",
+            "The command to run, one argument per value.",
+        ));
+    }
+    for (name, what) in [
+        ("container", "The container (default: the pod's only one)."),
+        ("stdin", "Pass the client's input to the process."),
+        ("stdout", "Return the process's output."),
+        ("stderr", "Return the process's error output."),
+        ("tty", "Run the process on a terminal."),
+    ] {
+        out.push(query(name, what));
+    }
+    out
+}
+
+/// A streaming subresource (exec, attach, portforward): GET or POST that upgrades the connection
+/// (WebSocket or SPDY/3.1) and relays it to the pod's kubelet.
+fn connect(params: &[Value], name: &str, kind: &str, query: Vec<Value>) -> Value {
+    let g = gvk("", "v1", kind);
+    let op = |method: &str| {
+        json!({
+            "operationId": format!("connect{method}NamespacedPod{name}"),
+            "x-kubernetes-action": "connect",
+            "x-kubernetes-group-version-kind": g,
+            "parameters": query,
+            "responses": {"101": {"description": "Switching Protocols"}, "200": {"description": "OK", "content": {"*/*": {"schema": {"type": "string"}}}}},
+        })
+    };
+    json!({"parameters": params, "get": op("Get"), "post": op("Post")})
+}
+
 fn json_body(schema: &Value) -> Value {
     json!({"content": {"*/*": {"schema": schema}}, "required": true})
 }
@@ -332,6 +369,24 @@ fn add_paths(
                     "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}},
                 },
             }),
+            Subresource::Exec => {
+                connect(&item_params, "Exec", "PodExecOptions", stream_params(true))
+            }
+            Subresource::Attach => connect(
+                &item_params,
+                "Attach",
+                "PodAttachOptions",
+                stream_params(false),
+            ),
+            Subresource::PortForward => connect(
+                &item_params,
+                "Portforward",
+                "PodPortForwardOptions",
+                vec![query(
+                    "ports",
+                    "The pod ports to forward to (the client names them per stream).",
+                )],
+            ),
         };
         paths.insert(sub_path, entry);
     }

@@ -55,32 +55,9 @@ pub async fn serve(
     if !causes.is_empty() {
         return Err(ApiError::invalid("", "PodLogOptions", name, causes));
     }
-    let (pod, _) = srv.read(&t.kind, ns, name).await?;
-    let pod: Pod = serde_json::from_value(pod)
-        .map_err(|e| ApiError::internal(format!("stored pod {ns}/{name}: {e}")))?;
+    let pod = read_pod(srv, t).await?;
     let container = choose_container(&pod, name, opts.container.as_deref())?;
-    let node_name = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("pod {name} does not have a host assigned"))
-        })?;
-    let nodes = srv
-        .served()
-        .registry
-        .get("", "v1", "nodes")
-        .cloned()
-        .ok_or_else(|| ApiError::internal("nodes are not served"))?;
-    let (node, _) = srv.read(&nodes, "", &node_name).await?;
-    let node: Node = serde_json::from_value(node)
-        .map_err(|e| ApiError::internal(format!("stored node {node_name}: {e}")))?;
-    let authority = kubelet_authority(&node).ok_or_else(|| {
-        ApiError::internal(format!(
-            "node \"{node_name}\" reports no address to reach its kubelet at"
-        ))
-    })?;
+    let (node_name, authority) = kubelet_of(srv, &pod, name).await?;
     let query = opts.kubelet_query();
     let url = format!(
         "http://{authority}/containerLogs/{}/{}/{}{}{query}",
@@ -109,7 +86,7 @@ pub async fn serve(
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        return Err(kubelet_error(status, &body, name));
+        return Err(kubelet_error(status, &body, "pods/log", name));
     }
     // Relay frames as they arrive; end the stream when the server shuts down.
     let mut stopping = srv.stopping();
@@ -123,8 +100,47 @@ pub async fn serve(
     Ok(resp)
 }
 
+/// The pod a `pods/<name>/…` request names.
+pub(crate) async fn read_pod(srv: &Arc<Server>, t: &Target) -> ApiResult<Pod> {
+    let (ns, name) = (t.namespace.as_deref().unwrap_or(""), t.name());
+    let (pod, _) = srv.read(&t.kind, ns, name).await?;
+    serde_json::from_value(pod)
+        .map_err(|e| ApiError::internal(format!("stored pod {ns}/{name}: {e}")))
+}
+
+/// The node of pod `name` and the `host:port` of its kubelet (see [`kubelet_authority`]).
+pub(crate) async fn kubelet_of(
+    srv: &Arc<Server>,
+    pod: &Pod,
+    name: &str,
+) -> ApiResult<(String, String)> {
+    let node_name = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("pod {name} does not have a host assigned"))
+        })?;
+    let nodes = srv
+        .served()
+        .registry
+        .get("", "v1", "nodes")
+        .cloned()
+        .ok_or_else(|| ApiError::internal("nodes are not served"))?;
+    let (node, _) = srv.read(&nodes, "", &node_name).await?;
+    let node: Node = serde_json::from_value(node)
+        .map_err(|e| ApiError::internal(format!("stored node {node_name}: {e}")))?;
+    let authority = kubelet_authority(&node).ok_or_else(|| {
+        ApiError::internal(format!(
+            "node \"{node_name}\" reports no address to reach its kubelet at"
+        ))
+    })?;
+    Ok((node_name, authority))
+}
+
 /// The container a request reads: the named one (which must be in the pod), or the only one.
-fn choose_container(pod: &Pod, name: &str, wanted: Option<&str>) -> ApiResult<String> {
+pub(crate) fn choose_container(pod: &Pod, name: &str, wanted: Option<&str>) -> ApiResult<String> {
     let spec = pod.spec.clone().unwrap_or_default();
     let names = |v: Vec<String>| v.join(" ");
     let containers: Vec<String> = spec.containers.iter().map(|c| c.name.clone()).collect();
@@ -206,7 +222,7 @@ fn kubelet_authority(node: &Node) -> Option<String> {
 }
 
 /// A path segment, percent-encoded.
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
         .to_string()
         .replace("%2D", "-")
@@ -215,7 +231,7 @@ fn segment(s: &str) -> String {
 }
 
 /// An error and its sources, `outer: inner: …`.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -227,7 +243,12 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The Status for a kubelet's error answer: its text (or its Status' message) with its code.
-fn kubelet_error(status: StatusCode, body: &[u8], pod: &str) -> ApiError {
+pub(crate) fn kubelet_error(
+    status: StatusCode,
+    body: &[u8],
+    resource: &str,
+    pod: &str,
+) -> ApiError {
     let text = String::from_utf8_lossy(body).trim().to_string();
     let message = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
@@ -240,7 +261,7 @@ fn kubelet_error(status: StatusCode, body: &[u8], pod: &str) -> ApiError {
     let mut e = match status.as_u16() {
         400 => ApiError::bad_request(message),
         404 => {
-            let mut e = ApiError::not_found("", "pods/log", pod);
+            let mut e = ApiError::not_found("", resource, pod);
             e.message = message;
             e
         }
@@ -297,6 +318,7 @@ mod tests {
         let e = kubelet_error(
             StatusCode::BAD_REQUEST,
             b"container \"c\" in pod \"p\" is waiting to start: ContainerCreating",
+            "pods/log",
             "p",
         );
         assert_eq!((e.code, e.reason), (400, "BadRequest"));
@@ -304,6 +326,7 @@ mod tests {
         let e = kubelet_error(
             StatusCode::NOT_FOUND,
             br#"{"kind":"Status","message":"pod \"p\" does not exist"}"#,
+            "pods/log",
             "p",
         );
         assert_eq!(

@@ -312,7 +312,7 @@ pub async fn start(config: Config) -> Result<Handle, StartError> {
 }
 
 async fn handle(State(srv): State<Arc<Server>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let started = std::time::Instant::now();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
@@ -329,11 +329,27 @@ async fn handle(State(srv): State<Arc<Server>>, req: Request) -> Response {
         Err(e) => negotiate::error(&e),
         Ok(r) => match Query::parse(parts.uri.query().unwrap_or("")) {
             Err(e) => negotiate::error(&e),
-            Ok(q) => answer(&srv, r, method.clone(), q, parts.headers, body, &accept).await,
+            Ok(q) => match r {
+                Route::Resource(t) if is_stream(&t) => {
+                    let client = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+                    crate::podstreams::serve(&srv, &method, &t, &q.raw, &parts.headers, client)
+                        .await
+                        .unwrap_or_else(|e| negotiate::error(&e))
+                }
+                r => answer(&srv, r, method.clone(), q, parts.headers, body, &accept).await,
+            },
         },
     };
     tracing::debug!(%method, path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     resp
+}
+
+/// Whether a request is for a streaming subresource (exec, attach, portforward) its kind serves.
+fn is_stream(t: &crate::request::Target) -> bool {
+    t.sub.as_deref().is_some_and(|s| {
+        crate::podstreams::SUBRESOURCES.contains(&s)
+            && t.kind.subresources.iter().any(|x| x.name() == s)
+    })
 }
 
 async fn answer(

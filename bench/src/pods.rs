@@ -32,15 +32,31 @@ fn pod(name: &str, image: &str) -> Value {
 async fn start_pod(http: &Http, name: &str, image: &str) -> Duration {
     let mut watch = http
         .stream(
-            &format!("/api/v1/namespaces/{NS}/pods?watch=true&fieldSelector=metadata.name%3D{name}"),
+            &format!(
+                "/api/v1/namespaces/{NS}/pods?watch=true&fieldSelector=metadata.name%3D{name}"
+            ),
             "application/json",
         )
         .await;
     let started = Instant::now();
-    let r = http.json("POST", &format!("/api/v1/namespaces/{NS}/pods"), &pod(name, image)).await;
-    assert_eq!(r.status, 201, "create {name}: {}", String::from_utf8_lossy(&r.body));
+    let r = http
+        .json(
+            "POST",
+            &format!("/api/v1/namespaces/{NS}/pods"),
+            &pod(name, image),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        201,
+        "create {name}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     loop {
-        let event = watch.next(Duration::from_secs(60)).await.unwrap_or_else(|| panic!("{name} never ran"));
+        let event = watch
+            .next(Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|| panic!("{name} never ran"));
         if event["object"]["status"]["phase"] == "Running" {
             return started.elapsed();
         }
@@ -52,8 +68,16 @@ fn time_command(n: usize, cmd: &[&str]) -> Vec<Duration> {
     let mut times: Vec<Duration> = (0..n)
         .map(|_| {
             let started = Instant::now();
-            let out = Command::new(cmd[0]).args(&cmd[1..]).stdout(Stdio::null()).output().expect("run the baseline");
-            assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new(cmd[0])
+                .args(&cmd[1..])
+                .stdout(Stdio::null())
+                .output()
+                .expect("run the baseline");
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             started.elapsed()
         })
         .collect();
@@ -75,15 +99,36 @@ fn main() {
     let containerd = Containerd::start(&registry);
     let image = registry.image("busybox:1.35");
     let etcd = Etcd::start();
-    let dir = tempfile::Builder::new().prefix("atoll-pod-bench-").tempdir().expect("temp dir");
-    let api = ApiProcess::start(&etcd, &dir.path().join("api"), &[], "warn", Stdio::inherit());
+    let dir = tempfile::Builder::new()
+        .prefix("atoll-pod-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let api = ApiProcess::start(
+        &etcd,
+        &dir.path().join("api"),
+        &[],
+        "warn",
+        Stdio::inherit(),
+    );
     let kubeconfig = dir.path().join("kubeconfig");
     write_kubeconfig(&kubeconfig, &api.base);
     let healthz = free_port();
     let mut kubelet = Command::new(atoll_bin())
-        .args(["kubelet", "--node-name", NODE, "--node-ip", NODE_IP, "--pod-cidr", "10.88.0.0/24", "--kubeconfig"])
+        .args([
+            "kubelet",
+            "--node-name",
+            NODE,
+            "--node-ip",
+            NODE_IP,
+            "--pod-cidr",
+            "10.88.0.0/24",
+            "--kubeconfig",
+        ])
         .arg(&kubeconfig)
-        .arg(format!("--container-runtime-endpoint={}", containerd.endpoint()))
+        .arg(format!(
+            "--container-runtime-endpoint={}",
+            containerd.endpoint()
+        ))
         .arg("--root-dir")
         .arg(dir.path().join("kubelet"))
         .arg("--cni-conf-dir")
@@ -96,7 +141,10 @@ fn main() {
         .spawn()
         .expect("start atoll kubelet");
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let atoll = runtime.block_on(async {
         let http = Http::new(&api.base);
         let warm = start_pod(&http, "warm-up", &image).await;
@@ -115,30 +163,88 @@ fn main() {
     let sock = containerd.socket().display().to_string();
     // ctr's FIFOs go where containerd (in its private mount namespace) can see them.
     let fifo = containerd.dir().join("ctr-fifo").display().to_string();
-    let ctr = time_command(pods, &["ctr", "--address", &sock, "-n", "k8s.io", "run", "--rm", "--fifo-dir", &fifo, &image, "bench-ctr", "true"]);
+    let ctr = time_command(
+        pods,
+        &[
+            "ctr",
+            "--address",
+            &sock,
+            "-n",
+            "k8s.io",
+            "run",
+            "--rm",
+            "--fifo-dir",
+            &fifo,
+            &image,
+            "bench-ctr",
+            "true",
+        ],
+    );
     let podman_root = dir.path().join("podman");
     let root = podman_root.join("root").display().to_string();
     let run = podman_root.join("run").display().to_string();
     let tmp = podman_root.join("tmp").display().to_string();
     let podman = |extra: &[&str]| {
-        let mut cmd = vec!["podman", "--root", &root, "--runroot", &run, "--tmpdir", &tmp, "--cgroup-manager", "cgroupfs", "--events-backend", "file"];
+        let mut cmd = vec![
+            "podman",
+            "--root",
+            &root,
+            "--runroot",
+            &run,
+            "--tmpdir",
+            &tmp,
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ];
         cmd.extend_from_slice(extra);
         cmd.into_iter().map(str::to_string).collect::<Vec<String>>()
     };
     let pull = podman(&["pull", "--tls-verify=false", "-q", &image]);
-    let out = Command::new(&pull[0]).args(&pull[1..]).output().expect("podman pull");
-    assert!(out.status.success(), "podman pull: {}", String::from_utf8_lossy(&out.stderr));
-    let run_args = podman(&["run", "--rm", "--network", "none", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768", &image, "true"]);
+    let out = Command::new(&pull[0])
+        .args(&pull[1..])
+        .output()
+        .expect("podman pull");
+    assert!(
+        out.status.success(),
+        "podman pull: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_args = podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=32768:32768",
+        &image,
+        "true",
+    ]);
     let run_refs: Vec<&str> = run_args.iter().map(String::as_str).collect();
     let podman_times = time_command(pods, &run_refs);
 
-    let row = |what: &str, t: &[Duration]| println!("{what:<44} p50 {:>8}  p99 {:>8}", ms(percentile(t, 0.5)), ms(percentile(t, 0.99)));
-    println!("pod start-up latency over {pods} pods (create → Running seen by a watch), one at a time:");
+    let row = |what: &str, t: &[Duration]| {
+        println!(
+            "{what:<44} p50 {:>8}  p99 {:>8}",
+            ms(percentile(t, 0.5)),
+            ms(percentile(t, 0.99))
+        )
+    };
+    println!(
+        "pod start-up latency over {pods} pods (create → Running seen by a watch), one at a time:"
+    );
     row("atoll (API server + kubelet + containerd/CRI)", &atoll);
     row("ctr run --rm (same containerd, no CNI)", &ctr);
     row("podman run --rm --network none", &podman_times);
-    let ratio = percentile(&atoll, 0.5).as_secs_f64() / percentile(&podman_times, 0.5).as_secs_f64();
-    println!("atoll p50 / podman p50 = {ratio:.2} (target ≤ 1.5); atoll p99 = {} (target ≤ 1 s)", ms(percentile(&atoll, 0.99)));
+    let ratio =
+        percentile(&atoll, 0.5).as_secs_f64() / percentile(&podman_times, 0.5).as_secs_f64();
+    println!(
+        "atoll p50 / podman p50 = {ratio:.2} (target ≤ 1.5); atoll p99 = {} (target ≤ 1 s)",
+        ms(percentile(&atoll, 0.99))
+    );
     drop(containerd);
     drop(registry);
 }

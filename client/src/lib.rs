@@ -1,13 +1,15 @@
 //! What every Atoll component needs as a client of the API server, and nothing component-specific:
 //! a [`kube::Client`] from a kubeconfig ([`connect`]), leader election through a
 //! `coordination.k8s.io` Lease ([`leader::LeaderElection`]), core/v1 Events ([`events::Recorder`]) and
-//! the `/metrics` + `/healthz` endpoint ([`metrics::serve`]), and objects decoded without their
-//! managedFields ([`lean::Lean`]) for components that watch many of them.
+//! the `/metrics` + `/healthz` endpoint ([`metrics::serve`]), objects decoded without their
+//! managedFields ([`lean::Lean`]) for components that watch many of them, and the relay of HTTP
+//! upgrades (exec, attach, port-forward) that the API server and the kubelet share ([`upgrade`]).
 
 pub mod events;
 pub mod leader;
 pub mod lean;
 pub mod metrics;
+pub mod upgrade;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,6 +41,14 @@ pub enum Error {
     /// This copy held the leader Lease and lost it: another copy may be acting now, so stop.
     #[error("lost the leader lease {0}")]
     LostLease(String),
+    /// An upgrade request (exec, attach, port-forward) could not be sent on, or got no answer.
+    #[error("{url}: {message}")]
+    Dial {
+        /// Where it was sent.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// Connects to the API server that the kubeconfig at `path` names (its current context).

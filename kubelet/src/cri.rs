@@ -383,6 +383,45 @@ impl Runtime {
             .into_inner())
     }
 
+    /// A URL on the runtime's streaming server where a client runs `request`'s command (once).
+    pub async fn exec(&self, request: cri::ExecRequest) -> Result<String, Error> {
+        let req = call(CALL_TIMEOUT, request);
+        Ok(self
+            .runtime
+            .clone()
+            .exec(req)
+            .await
+            .map_err(failed("Exec"))?
+            .into_inner()
+            .url)
+    }
+
+    /// A URL on the runtime's streaming server where a client attaches to a container's streams.
+    pub async fn attach(&self, request: cri::AttachRequest) -> Result<String, Error> {
+        let req = call(CALL_TIMEOUT, request);
+        Ok(self
+            .runtime
+            .clone()
+            .attach(req)
+            .await
+            .map_err(failed("Attach"))?
+            .into_inner()
+            .url)
+    }
+
+    /// A URL on the runtime's streaming server that forwards connections into a sandbox.
+    pub async fn port_forward(&self, request: cri::PortForwardRequest) -> Result<String, Error> {
+        let req = call(CALL_TIMEOUT, request);
+        Ok(self
+            .runtime
+            .clone()
+            .port_forward(req)
+            .await
+            .map_err(failed("PortForward"))?
+            .into_inner()
+            .url)
+    }
+
     /// The image's ID when the runtime has it (None when it does not).
     pub async fn image_status(&self, image: &str) -> Result<Option<cri::Image>, Error> {
         let req = call(

@@ -1,11 +1,13 @@
-//! The kubelet's HTTP server (plain HTTP for now): `GET /healthz`, and
+//! The kubelet's HTTP server (plain HTTP for now): `GET /healthz`,
 //! `GET /containerLogs/<namespace>/<pod>/<container>` with the query of `PodLogOptions`, which the
-//! API server relays for `kubectl logs`. The container is found through the runtime
+//! API server relays for `kubectl logs`, and the streaming sessions of `kubectl exec`, `attach` and
+//! `port-forward` ([`session`]). The container is found through the runtime
 //! ([`lookup::Containers`]); its CRI log file is decoded and filtered by [`crate::logs`] and sent as
 //! it is read ([`stream::copy`]), following new output with `follow=true`. Errors are plain text
 //! worded as Kubernetes' kubelet words them.
 
 pub mod lookup;
+pub mod session;
 pub mod stream;
 
 use std::convert::Infallible;
@@ -66,6 +68,18 @@ pub fn router<C: Containers>(containers: Arc<C>) -> Router {
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs::<C>),
+        )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(session::exec::<C>).post(session::exec::<C>),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(session::attach::<C>).post(session::attach::<C>),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(session::port_forward::<C>).post(session::port_forward::<C>),
         )
         .with_state(containers)
 }

@@ -233,7 +233,7 @@ pub fn builtin() -> Registry {
             namespaced: true,
             short_names: &["po"],
             categories: all,
-            subresources: &[Status, Binding, Eviction, Log],
+            subresources: &[Status, Binding, Eviction, Log, Exec, Attach, PortForward],
             name_rule: Subdomain,
             fields: pod::FIELDS,
             has_spec: true,

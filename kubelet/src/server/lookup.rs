@@ -46,7 +46,18 @@ pub enum Absent {
     Unavailable,
 }
 
-/// What the log server needs to know about the node's containers.
+/// A streaming session the runtime serves on its streaming server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Session {
+    /// Run a command in a container.
+    Exec(cri::ExecRequest),
+    /// Attach to a container's streams.
+    Attach(cri::AttachRequest),
+    /// Forward connections into a sandbox.
+    PortForward(cri::PortForwardRequest),
+}
+
+/// What the kubelet server needs to know about the node's containers.
 pub trait Containers: Send + Sync + 'static {
     /// The instances of container `container` of pod `namespace/pod`, in any order.
     fn instances(
@@ -64,6 +75,14 @@ pub trait Containers: Send + Sync + 'static {
         pod: &str,
         container: &str,
     ) -> impl Future<Output = Result<Absent, Error>> + Send;
+    /// The ID of the newest ready sandbox of pod `namespace/pod` (None: it has none).
+    fn sandbox(
+        &self,
+        namespace: &str,
+        pod: &str,
+    ) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+    /// The URL on the runtime's streaming server where a client gets `session` (valid once).
+    fn session(&self, session: Session) -> impl Future<Output = Result<String, Error>> + Send;
 }
 
 /// The instance a request reads: the newest one that started (`previous`: the one before the
@@ -160,6 +179,29 @@ impl Containers for Cri {
             return Ok(Absent::NoPod);
         };
         Ok(absent_from(&pod, &self.node_name, container))
+    }
+
+    async fn sandbox(&self, namespace: &str, pod: &str) -> Result<Option<String>, Error> {
+        let selector = HashMap::from([
+            (labels::POD_NAMESPACE.to_string(), namespace.to_string()),
+            (labels::POD_NAME.to_string(), pod.to_string()),
+        ]);
+        Ok(self
+            .runtime
+            .list_sandboxes_matching(selector)
+            .await?
+            .into_iter()
+            .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
+            .max_by_key(|s| s.created_at)
+            .map(|s| s.id))
+    }
+
+    async fn session(&self, session: Session) -> Result<String, Error> {
+        match session {
+            Session::Exec(r) => self.runtime.exec(r).await,
+            Session::Attach(r) => self.runtime.attach(r).await,
+            Session::PortForward(r) => self.runtime.port_forward(r).await,
+        }
     }
 }
 

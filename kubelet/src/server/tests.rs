@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::lookup::{Absent, Containers, Instance};
+use super::lookup::{Absent, Containers, Instance, Session};
 use super::*;
 
 #[derive(Default)]
@@ -18,6 +18,9 @@ struct Fake {
     instances: Mutex<Vec<Instance>>,
     absent: Mutex<Option<Absent>>,
     running: AtomicBool,
+    sandbox: Mutex<Option<String>>,
+    sessions: Mutex<Vec<Session>>,
+    stream_url: Mutex<String>,
 }
 
 impl Containers for Fake {
@@ -42,6 +45,13 @@ impl Containers for Fake {
             .unwrap()
             .clone()
             .unwrap_or(Absent::Waiting("ContainerCreating".into())))
+    }
+    async fn sandbox(&self, _ns: &str, _pod: &str) -> Result<Option<String>, Error> {
+        Ok(self.sandbox.lock().unwrap().clone())
+    }
+    async fn session(&self, session: Session) -> Result<String, Error> {
+        self.sessions.lock().unwrap().push(session);
+        Ok(self.stream_url.lock().unwrap().clone())
     }
 }
 
@@ -280,4 +290,175 @@ async fn stops_following_when_the_client_goes_away() {
     );
     drop(body);
     wait_for("the follower to end", || Arc::strong_count(&s.fake) == idle).await;
+}
+
+/// A streaming server that upgrades anything and answers `streamed` on the new connection.
+async fn stream_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/exec/token", listener.local_addr().unwrap());
+    let app = Router::new().fallback(|mut req: axum::extract::Request| async move {
+        let on = req
+            .extensions_mut()
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut io = hyper_util::rt::TokioIo::new(on.await.unwrap());
+            let _ = io.write_all(b"streamed").await;
+            let _ = io.shutdown().await;
+        });
+        (
+            StatusCode::SWITCHING_PROTOCOLS,
+            [
+                (header::UPGRADE, "SPDY/3.1"),
+                (header::CONNECTION, "Upgrade"),
+                (
+                    header::HeaderName::from_static("x-stream-protocol-version"),
+                    "v4.channel.k8s.io",
+                ),
+            ],
+        )
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+/// Sends `POST path` asking for SPDY/3.1 (or a plain POST); returns the answer as text.
+async fn upgrade_request(base: &str, path: &str, upgrade: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let up = if upgrade {
+        "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n"
+    } else {
+        "Connection: close\r\n"
+    };
+    let req = format!("POST {path} HTTP/1.1\r\nHost: k\r\n{up}Content-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    // Until the end of the body (Content-Length) or, once upgraded, of the connection.
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        loop {
+            let text = String::from_utf8_lossy(&out).to_lowercase();
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let length = text[..head_end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|n| n.trim().parse::<usize>().ok());
+                if length.is_some_and(|n| out.len() >= head_end + 4 + n) {
+                    return;
+                }
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn relays_exec_attach_and_port_forward_to_the_runtime() {
+    let s = Setup::start().await;
+    *s.fake.stream_url.lock().unwrap() = stream_server().await;
+    s.instance("c-1", 0, ContainerState::Running, "");
+    let out = upgrade_request(
+        &s.base,
+        "/exec/default/web/c?command=sh&command=-c&command=exit+3&input=1&output=1&error=1&tty=1",
+        true,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 101"), "{out}");
+    assert!(
+        out.to_lowercase()
+            .contains("x-stream-protocol-version: v4.channel.k8s.io"),
+        "{out}"
+    );
+    assert!(out.ends_with("streamed"), "{out}");
+    let out = upgrade_request(&s.base, "/attach/default/web/c?stdout=true", true).await;
+    assert!(out.starts_with("HTTP/1.1 101"), "{out}");
+    *s.fake.sandbox.lock().unwrap() = Some("sandbox-1".into());
+    let out = upgrade_request(&s.base, "/portForward/default/web?port=80", true).await;
+    assert!(out.starts_with("HTTP/1.1 101"), "{out}");
+    let sessions = s.fake.sessions.lock().unwrap().clone();
+    assert_eq!(
+        sessions,
+        [
+            Session::Exec(k8s_cri::v1::ExecRequest {
+                container_id: "c-1".into(),
+                cmd: vec!["sh".into(), "-c".into(), "exit 3".into()],
+                tty: true,
+                stdin: true,
+                stdout: true,
+                // A terminal has one output stream.
+                stderr: false,
+            }),
+            Session::Attach(k8s_cri::v1::AttachRequest {
+                container_id: "c-1".into(),
+                stdout: true,
+                ..Default::default()
+            }),
+            Session::PortForward(k8s_cri::v1::PortForwardRequest {
+                pod_sandbox_id: "sandbox-1".into(),
+                port: vec![80],
+            }),
+        ]
+    );
+}
+
+#[test]
+fn passes_the_query_on_to_the_runtime() {
+    use super::session::with_query;
+    assert_eq!(
+        with_query("http://r/portforward/t", Some("port=80")),
+        "http://r/portforward/t?port=80"
+    );
+    assert_eq!(
+        with_query("http://r/x?a=1", Some("b=2")),
+        "http://r/x?a=1&b=2"
+    );
+    assert_eq!(with_query("http://r/x", Some("")), "http://r/x");
+    assert_eq!(with_query("http://r/x", None), "http://r/x");
+}
+
+#[tokio::test]
+async fn refuses_sessions_it_cannot_start() {
+    let s = Setup::start().await;
+    *s.fake.stream_url.lock().unwrap() = stream_server().await;
+    let exec = "/exec/default/web/c?command=ls&output=1";
+    // No upgrade asked for.
+    let out = upgrade_request(&s.base, exec, false).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.ends_with("Upgrade request required"), "{out}");
+    // No command, no stream.
+    let out = upgrade_request(&s.base, "/exec/default/web/c?output=1", true).await;
+    assert!(
+        out.ends_with("you must specify at least one command for the container"),
+        "{out}"
+    );
+    let out = upgrade_request(&s.base, "/attach/default/web/c", true).await;
+    assert!(
+        out.ends_with("you must specify at least 1 of stdin, stdout, stderr"),
+        "{out}"
+    );
+    // The container is not running.
+    s.instance("c-1", 0, ContainerState::Exited, "");
+    *s.fake.absent.lock().unwrap() = Some(Absent::Terminated);
+    let out = upgrade_request(&s.base, exec, true).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(
+        out.ends_with("container \"c\" in pod \"web\" is terminated"),
+        "{out}"
+    );
+    // A bad port, no sandbox.
+    let out = upgrade_request(&s.base, "/portForward/default/web?port=x", true).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    let out = upgrade_request(&s.base, "/portForward/default/web", true).await;
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    assert!(s.fake.sessions.lock().unwrap().is_empty());
 }
