@@ -47,7 +47,8 @@ pub async fn serve(addr: SocketAddr, registry: Arc<Registry>) -> Result<MetricsS
     Ok(MetricsServer { addr, task })
 }
 
-async fn render(registry: Arc<Registry>) -> impl IntoResponse {
+/// The `/metrics` answer: `registry` in the OpenMetrics text format.
+pub async fn render(registry: Arc<Registry>) -> impl IntoResponse {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &registry) {
         Ok(()) => (

@@ -9,6 +9,7 @@ pub mod cni;
 pub mod cri;
 pub mod host;
 pub mod logs;
+pub mod metrics;
 pub mod node;
 pub mod pods;
 pub mod server;
@@ -103,7 +104,8 @@ pub struct Config {
     pub kubelet_port: u16,
     /// Where `/healthz` and `/metrics` are served (None: nowhere).
     pub healthz_addr: Option<SocketAddr>,
-    /// Where the kubelet server (`/containerLogs`, `/healthz`) listens (None: nowhere).
+    /// Where the kubelet server (`/containerLogs`, exec, attach, port-forward, `/pods`, `/metrics`,
+    /// `/healthz`) listens (None: nowhere).
     pub server_addr: Option<SocketAddr>,
     /// How often the node status is checked for changes.
     pub status_interval: Duration,
@@ -183,12 +185,22 @@ pub async fn run_until(
     let agent = node::NodeAgent::new(client.clone(), config.clone(), runtime.clone(), facts_tx);
     let node_ip = agent.node_ip();
     agent.register().await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(metrics::Metrics::new(&mut registry, &config.node_name));
+    let view = server::NodeView {
+        pods: pods::PodSet::default(),
+        metrics: Arc::new(registry),
+    };
     let _server = match config.server_addr {
         Some(addr) => {
             let containers =
                 server::lookup::Cri::new(runtime.clone(), client.clone(), &config.node_name);
-            Some(server::serve(addr, containers).await?)
+            Some(server::serve(addr, containers, view.clone()).await?)
         }
+        None => None,
+    };
+    let _metrics_server = match config.healthz_addr {
+        Some(addr) => Some(atoll_client::metrics::serve(addr, view.metrics.clone()).await?),
         None => None,
     };
     let host = host::Host::read(&config.root_dir);
@@ -205,6 +217,8 @@ pub async fn run_until(
         host_dns: pods::host_dns(),
         node_memory: host.memory.saturating_sub(host::MEMORY_RESERVE),
         node_cpu: host.cpus as f64,
+        metrics,
+        pods: view.pods.clone(),
     });
     let cni_config = {
         let config = config.clone();
@@ -224,10 +238,9 @@ pub async fn run_until(
             }
         }
     };
-    let registry = prometheus_client::registry::Registry::default();
     let component = atoll_client::Component {
         lease: None,
-        metrics: config.healthz_addr.map(|a| (a, registry)),
+        metrics: None,
     };
     let work = async move {
         tokio::join!(agent.run(), cni_config, pods::PodManager::new(ctx).run());

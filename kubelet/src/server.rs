@@ -1,4 +1,5 @@
-//! The kubelet's HTTP server (plain HTTP for now): `GET /healthz`,
+//! The kubelet's HTTP server (plain HTTP for now): `GET /healthz`, `GET /pods` (the pods the kubelet
+//! runs, a `PodList`), `GET /metrics` (Prometheus),
 //! `GET /containerLogs/<namespace>/<pod>/<container>` with the query of `PodLogOptions`, which the
 //! API server relays for `kubectl logs`, and the streaming sessions of `kubectl exec`, `attach` and
 //! `port-forward` ([`session`]). The container is found through the runtime
@@ -23,10 +24,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
+use k8s_openapi::api::core::v1::Pod;
+use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::logs::{Filter, Options, tail_start};
+use crate::pods::PodSet;
 use crate::pods::observe::State as ContainerState;
 use lookup::{Absent, Containers, pick};
 
@@ -43,15 +47,28 @@ impl Drop for Handle {
     }
 }
 
-/// Serves the kubelet's endpoints for `containers` on `addr`.
-pub async fn serve<C: Containers>(addr: SocketAddr, containers: C) -> Result<Handle, Error> {
+/// What the server reports about the node beside its containers.
+#[derive(Clone, Default)]
+pub struct NodeView {
+    /// The pods the kubelet runs (`/pods`).
+    pub pods: PodSet,
+    /// The kubelet's metrics (`/metrics`).
+    pub metrics: Arc<Registry>,
+}
+
+/// Serves the kubelet's endpoints for `containers` and `node` on `addr`.
+pub async fn serve<C: Containers>(
+    addr: SocketAddr,
+    containers: C,
+    node: NodeView,
+) -> Result<Handle, Error> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Listen { addr, source })?;
     let addr = listener
         .local_addr()
         .map_err(|source| Error::Listen { addr, source })?;
-    let app = router(Arc::new(containers));
+    let app = router(Arc::new(containers), node);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!("kubelet server stopped: {e}");
@@ -62,9 +79,15 @@ pub async fn serve<C: Containers>(addr: SocketAddr, containers: C) -> Result<Han
 }
 
 /// The routes.
-pub fn router<C: Containers>(containers: Arc<C>) -> Router {
+pub fn router<C: Containers>(containers: Arc<C>, node: NodeView) -> Router {
+    let NodeView { pods, metrics } = node;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/pods", get(move || pod_list(pods.clone())))
+        .route(
+            "/metrics",
+            get(move || atoll_client::metrics::render(metrics.clone())),
+        )
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs::<C>),
@@ -105,6 +128,23 @@ fn bad(message: String) -> Failure {
 
 fn internal(e: Error) -> Failure {
     Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// `/pods`: the pods the kubelet runs, as a `v1` `PodList`.
+async fn pod_list(pods: PodSet) -> Response {
+    let pods = pods.list();
+    let items: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
+    let list = serde_json::json!({
+        "kind": "PodList",
+        "apiVersion": "v1",
+        "metadata": {},
+        "items": items,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        list.to_string(),
+    )
+        .into_response()
 }
 
 async fn container_logs<C: Containers>(

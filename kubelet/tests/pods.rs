@@ -20,6 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NODE: &str = "node-a";
 const NODE_IP: &str = "10.200.0.1";
+/// The kubelet server's port (each test has its own network namespace).
+const KUBELET_PORT: u16 = 10250;
 
 /// One node: API server, registry, containerd and a kubelet run in this process.
 struct Env {
@@ -41,6 +43,7 @@ impl Env {
         c.pod_cidr = Some("10.88.0.0/24".into());
         c.status_interval = Duration::from_millis(500);
         c.crash_backoff = Duration::from_secs(2);
+        c.server_addr = Some(format!("{NODE_IP}:{KUBELET_PORT}").parse().unwrap());
         c
     }
 
@@ -125,6 +128,10 @@ impl Env {
         )]);
         rt.list_sandboxes_matching(labels).await.unwrap().len()
     }
+}
+
+fn uid_of(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap()
 }
 
 fn container_status(p: &Pod, i: usize) -> k8s_openapi::api::core::v1::ContainerStatus {
@@ -266,6 +273,26 @@ fn pod_runs_serves_and_stops_within_its_grace_period() {
             .await
             .expect("the hostPort answers on the node");
         assert!(page.contains("atoll busybox"), "{page}");
+
+        // The kubelet server lists the pod and counts it.
+        let kubelet = format!("{NODE_IP}:{KUBELET_PORT}");
+        let pods = http_get(&kubelet, "/pods").await.expect("/pods answers");
+        assert!(
+            pods.contains("\"kind\":\"PodList\"") && pods.contains(&uid_of(&pod)),
+            "{pods}"
+        );
+        let metrics = eventually("the running pod counted", || async {
+            let m = http_get(&kubelet, "/metrics").await?;
+            m.contains("kubelet_running_pods 1").then_some(m)
+        })
+        .await;
+        for line in [
+            "kubelet_running_containers{container_state=\"running\"} 1",
+            "kubelet_started_containers_total{container_type=\"container\"} 1",
+            "kubelet_pod_start_duration_seconds_count 1",
+        ] {
+            assert!(metrics.contains(line), "{line} missing from {metrics}");
+        }
 
         // The memory limit is in the container's cgroup.
         let uid = pod.metadata.uid.clone().unwrap();

@@ -50,6 +50,37 @@ pub struct Context {
     pub node_memory: u64,
     /// The node's CPUs.
     pub node_cpu: f64,
+    /// The kubelet's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The pods the kubelet runs, for the server's `/pods`.
+    pub pods: PodSet,
+}
+
+/// The pods bound to this node that the kubelet runs, as the API server last sent them; shared with
+/// the kubelet server, which lists them on `/pods`.
+#[derive(Clone, Default)]
+pub struct PodSet(Arc<std::sync::RwLock<BTreeMap<String, Arc<Pod>>>>);
+
+impl PodSet {
+    /// The pods, ordered by UID.
+    pub fn list(&self) -> Vec<Arc<Pod>> {
+        self.0
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn put(&self, uid: &str, pod: Arc<Pod>) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(uid.to_string(), pod);
+        }
+    }
+
+    pub(crate) fn remove(&self, uid: &str) {
+        if let Ok(mut m) = self.0.write() {
+            m.remove(uid);
+        }
+    }
 }
 
 /// What a worker is told: the pod as the API server has it now (None: gone), and a counter bumped
@@ -142,6 +173,7 @@ impl PodManager {
             return;
         };
         let pod = Arc::new(pod);
+        self.ctx.pods.put(&uid, pod.clone());
         self.workers.retain(|_, h| !h.task.is_finished());
         match self.workers.get(&uid) {
             Some(h) => {
@@ -160,9 +192,33 @@ impl PodManager {
     }
 
     fn gone(&mut self, uid: &str) {
+        self.ctx.pods.remove(uid);
         if let Some(h) = self.workers.get(uid) {
             h.updates.send_modify(|u| u.pod = None);
         }
+    }
+
+    /// Sets the running-pod and container-state gauges from a relist.
+    fn count(&self, sandboxes: &[cri::PodSandbox], containers: &[cri::Container]) {
+        let ready = sandboxes
+            .iter()
+            .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
+            .count();
+        let by_state = |state: cri::ContainerState| {
+            containers
+                .iter()
+                .filter(|c| c.state == state as i32)
+                .count()
+        };
+        self.ctx.metrics.runtime_counts(
+            ready,
+            &[
+                ("created", by_state(cri::ContainerState::ContainerCreated)),
+                ("running", by_state(cri::ContainerState::ContainerRunning)),
+                ("exited", by_state(cri::ContainerState::ContainerExited)),
+                ("unknown", by_state(cri::ContainerState::ContainerUnknown)),
+            ],
+        );
     }
 
     /// Relists the runtime: wakes workers whose pod's containers changed, and removes sandboxes of
@@ -189,6 +245,7 @@ impl PodManager {
         for v in now.values_mut() {
             v.sort();
         }
+        self.count(&sandboxes, &containers);
         for (uid, fp) in &now {
             if self.fingerprints.get(uid) != Some(fp)
                 && let Some(h) = self.workers.get(uid)

@@ -58,6 +58,8 @@ pub struct Worker {
     probes: probe::Table,
     probers: HashMap<String, tokio::task::JoinHandle<()>>,
     wake: Arc<Notify>,
+    /// When the worker first saw the pod; None once the pod was reported Running.
+    seen: Option<std::time::Instant>,
 }
 
 fn now_since_epoch() -> Duration {
@@ -136,6 +138,7 @@ impl Worker {
             probes: probe::Table::default(),
             probers: HashMap::new(),
             wake: Arc::new(Notify::new()),
+            seen: Some(std::time::Instant::now()),
         }
     }
 
@@ -651,7 +654,9 @@ impl Worker {
             format!("Created container: {}", c.name),
         )
         .await;
-        if let Err(e) = ctx.runtime.start_container(&id).await {
+        let started = ctx.runtime.start_container(&id).await;
+        ctx.metrics.container_started(init, started.is_ok());
+        if let Err(e) = started {
             let message = e.to_string();
             self.event(
                 pod,
@@ -1101,6 +1106,14 @@ impl Worker {
         };
         let new = status::compute(pod, observed, &inputs, pod.status.as_ref());
         let phase = new.phase.clone();
+        if phase.as_deref() == Some("Running")
+            && let Some(seen) = self.seen.take()
+        {
+            self.ctx
+                .metrics
+                .pod_start_duration
+                .observe(seen.elapsed().as_secs_f64());
+        }
         let essence = status::essence(&new);
         let current = pod.status.as_ref().map(status::essence);
         // Unchanged, or posted already and the watch has not caught up yet.

@@ -58,6 +58,7 @@ impl Containers for Fake {
 /// A server on a free loopback port with its fake runtime and a directory for log files.
 struct Setup {
     fake: Arc<Fake>,
+    view: NodeView,
     dir: tempfile::TempDir,
     base: String,
     task: tokio::task::JoinHandle<()>,
@@ -74,12 +75,19 @@ impl Setup {
         let fake = Arc::new(Fake::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(fake.clone());
+        let mut registry = Registry::default();
+        crate::metrics::Metrics::new(&mut registry, "n1");
+        let view = NodeView {
+            pods: PodSet::default(),
+            metrics: Arc::new(registry),
+        };
+        let app = router(fake.clone(), view.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         Setup {
             fake,
+            view,
             dir: tempfile::tempdir().unwrap(),
             base,
             task,
@@ -461,4 +469,29 @@ async fn refuses_sessions_it_cannot_start() {
     let out = upgrade_request(&s.base, "/portForward/default/web", true).await;
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
     assert!(s.fake.sessions.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn lists_the_pods_it_runs_and_its_metrics() {
+    let s = Setup::start().await;
+    let (status, body) = s.get("/pods").await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["kind"], "PodList");
+    assert_eq!(list["items"], serde_json::json!([]));
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap();
+    s.view.pods.put("u1", Arc::new(pod));
+    let (_, body) = s.get("/pods").await;
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["items"][0]["metadata"]["name"], "web");
+    s.view.pods.remove("u1");
+    let (_, body) = s.get("/pods").await;
+    assert!(body.contains("\"items\":[]"), "{body}");
+    let (status, body) = s.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("kubelet_node_name{node=\"n1\"} 1"), "{body}");
 }
