@@ -130,7 +130,7 @@ fn main() {
             containerd.endpoint()
         ))
         .arg("--root-dir")
-        .arg(dir.path().join("kubelet"))
+        .arg(containerd.kubelet_root())
         .arg("--cni-conf-dir")
         .arg(containerd.cni_conf_dir())
         .arg(format!("--cgroup-root={}", containerd.cgroup_root()))

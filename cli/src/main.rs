@@ -69,7 +69,7 @@ struct KubeletArgs {
     /// Address for /healthz and /metrics.
     #[arg(long, default_value = "127.0.0.1:10248")]
     healthz_bind_address: std::net::SocketAddr,
-    /// Address of the kubelet server (container logs for the API server).
+    /// Address of the kubelet server (logs, exec, attach, port-forward, /pods, /metrics).
     #[arg(long, default_value = "0.0.0.0")]
     address: IpAddr,
     /// Port of the kubelet server; the node reports it to the API server.

@@ -35,7 +35,7 @@ fn kubectl_runs_pods_reads_logs_and_deletes_them() {
     let registry = Registry::start();
     let containerd = Containerd::start(&registry);
     let env = Env::start();
-    let root = env.path("kubelet");
+    let root = containerd.kubelet_root();
     let healthz = format!(
         "--healthz-bind-address=127.0.0.1:{}",
         atoll_testkit::free_port()

@@ -307,7 +307,7 @@ fn kubectl_execs_attaches_and_forwards_ports() {
     let registry = Registry::start();
     let containerd = Containerd::start(&registry);
     let env = Env::start();
-    let root = env.path("kubelet");
+    let root = containerd.kubelet_root();
     let healthz = format!(
         "--healthz-bind-address=127.0.0.1:{}",
         atoll_testkit::free_port()

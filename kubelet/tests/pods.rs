@@ -36,7 +36,7 @@ impl Env {
     fn config(&self) -> Config {
         let mut c = Config::new(NODE);
         c.runtime_endpoint = self.containerd.endpoint();
-        c.root_dir = self.root.path().join("kubelet");
+        c.root_dir = self.containerd.kubelet_root();
         c.cni_conf_dir = self.containerd.cni_conf_dir().to_path_buf();
         c.cgroup_root = self.containerd.cgroup_root().to_string();
         c.node_ip = Some(NODE_IP.parse().unwrap());
@@ -262,16 +262,15 @@ fn pod_runs_serves_and_stops_within_its_grace_period() {
         let c = container_status(&pod, 0);
         assert!(c.container_id.unwrap().starts_with("containerd://"));
         assert!(c.image_id.contains("sha256:"), "{}", c.image_id);
-        let page = http_get(&format!("{ip}:80"), "/")
-            .await
-            .expect("the pod answers on its IP");
+        // Running means started: httpd may still be binding its port.
+        let addr = format!("{ip}:80");
+        let page = eventually("the pod answers on its IP", || http_get(&addr, "/")).await;
         assert!(
             page.contains("200 OK") && page.contains("atoll busybox"),
             "{page}"
         );
-        let page = http_get(&format!("{NODE_IP}:18080"), "/")
-            .await
-            .expect("the hostPort answers on the node");
+        let addr = format!("{NODE_IP}:18080");
+        let page = eventually("the hostPort answers on the node", || http_get(&addr, "/")).await;
         assert!(page.contains("atoll busybox"), "{page}");
 
         // The kubelet server lists the pod and counts it.
@@ -464,15 +463,16 @@ fn init_containers_env_and_volumes() {
             "initContainers": [{"name": "init", "image": image, "command": ["sh", "-c", "echo from-init > /work/x"],
                 "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
             "containers": [{"name": "main", "image": image, "workingDir": "/work",
-                "command": ["sh", "-c", "echo \"$GREETING $POD $APP $(cat x) $(cat /config/color) $CFG_color $WEB_ONE_SERVICE_PORT\" > /out/result"],
+                "command": ["sh", "-c", "echo \"$GREETING $POD $APP $(cat x) $(cat /config/color) $CFG_color $WEB_ONE_SERVICE_PORT\" > /out/result; grep ' /mem ' /proc/mounts > /out/mem"],
                 "env": [
                     {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
                     {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                     {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}}],
                 "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "settings"}}],
                 "volumeMounts": [{"name": "work", "mountPath": "/work"}, {"name": "config", "mountPath": "/config"},
-                                 {"name": "out", "mountPath": "/out"}]}],
+                                 {"name": "out", "mountPath": "/out"}, {"name": "mem", "mountPath": "/mem"}]}],
             "volumes": [{"name": "work", "emptyDir": {}}, {"name": "config", "configMap": {"name": "settings"}},
+                        {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
                         {"name": "out", "hostPath": {"path": out.display().to_string()}}]}}))
             .await;
         let pod = env
@@ -482,6 +482,24 @@ fn init_containers_env_and_volumes() {
             .await;
         let result = std::fs::read_to_string(out.join("result")).unwrap();
         assert_eq!(result.trim(), "hello setup demo from-init blue blue 8080");
+        // The memory-backed emptyDir is a tmpfs of its sizeLimit, in the container and on the node,
+        // and is unmounted when the pod goes.
+        let mem = std::fs::read_to_string(out.join("mem")).unwrap();
+        assert!(
+            mem.starts_with("tmpfs /mem tmpfs") && mem.contains("size=8192k"),
+            "{mem}"
+        );
+        let pod_dir = env
+            .containerd
+            .kubelet_root()
+            .join("pods")
+            .join(pod.metadata.uid.clone().unwrap());
+        let mounted = || {
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .contains(&pod_dir.display().to_string())
+        };
+        assert!(mounted(), "the tmpfs is mounted on the node");
         let init = pod.status.unwrap().init_container_statuses.unwrap();
         assert_eq!(
             init[0]
@@ -494,6 +512,16 @@ fn init_containers_env_and_volumes() {
                 .as_deref(),
             Some("Completed")
         );
+
+        env.pods()
+            .delete("setup", &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually(
+            "the pod's tmpfs unmounted and its directory removed",
+            || async { (!mounted() && !pod_dir.exists()).then_some(()) },
+        )
+        .await;
 
         // A missing ConfigMap key is a CreateContainerConfigError naming it.
         env.create(json!({"metadata": {"name": "broken"}, "spec": {"nodeName": NODE,
@@ -562,12 +590,18 @@ fn restarted_kubelet_adopts_running_pods_and_cleans_up_deleted_ones() {
             (env.sandboxes(&gone_uid).await == 0).then_some(())
         })
         .await;
+        let pods_dir = env.containerd.kubelet_root().join("pods");
+        eventually("the deleted pod's directory removed", || async {
+            (!pods_dir.join(&gone_uid).exists()).then_some(())
+        })
+        .await;
         // The running pod is adopted: same container, no restart, still Ready.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let keep = env.running("keep").await;
         let c = container_status(&keep, 0);
         assert_eq!(c.container_id, before, "the container was not replaced");
         assert_eq!(c.restart_count, 0);
+        assert!(pods_dir.join(keep.metadata.uid.unwrap()).exists());
         env
     });
 }
@@ -611,6 +645,16 @@ fn config_map_and_projected_volumes_follow_their_sources() {
         assert_eq!(cat("/config/color").await, "blue");
         assert_eq!(cat("/all/settings/color").await, "blue");
         assert_eq!(cat("/all/labels").await, "web");
+        // Projected (and secret) volumes live in memory; configMap volumes on disk.
+        let mounts = cat("/proc/mounts").await;
+        assert!(
+            mounts.lines().any(|l| l.starts_with("tmpfs /all tmpfs")),
+            "{mounts}"
+        );
+        assert!(
+            !mounts.lines().any(|l| l.starts_with("tmpfs /config ")),
+            "{mounts}"
+        );
         let patch = json!({"data": {"color": "green"}});
         cms.patch(
             "live",

@@ -5,6 +5,7 @@
 pub mod atomic;
 pub mod backoff;
 pub mod env;
+pub mod mounts;
 pub mod observe;
 pub mod probe;
 pub mod spec;
@@ -198,6 +199,41 @@ impl PodManager {
         }
     }
 
+    /// Removes the directories (volumes, with their mounts, and logs) of pods that have neither a
+    /// worker nor anything in the runtime: pods deleted while the kubelet was down.
+    fn remove_orphan_dirs(&self, in_runtime: &HashMap<String, Vec<(String, i32)>>) {
+        let root = &self.ctx.config.root_dir;
+        let orphan = |uid: &str| !self.workers.contains_key(uid) && !in_runtime.contains_key(uid);
+        for entry in std::fs::read_dir(root.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let uid = entry.file_name().to_string_lossy().into_owned();
+            if orphan(&uid) {
+                tracing::info!(uid = %uid, "removing the directory of a pod this node no longer runs");
+                match mounts::unmount_under(&entry.path()) {
+                    Ok(()) => {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                    Err(e) => tracing::warn!(uid = %uid, "keeping the pod's directory: {e}"),
+                }
+            }
+        }
+        for entry in std::fs::read_dir(root.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((_, uid)) = name.rsplit_once('_')
+                && orphan(uid)
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
     /// Sets the running-pod and container-state gauges from a relist.
     fn count(&self, sandboxes: &[cri::PodSandbox], containers: &[cri::Container]) {
         let ready = sandboxes
@@ -279,6 +315,7 @@ impl PodManager {
                 });
             }
             self.cleaning.retain(|uid| now.contains_key(uid));
+            self.remove_orphan_dirs(&now);
         }
         self.fingerprints = now;
         Ok(())

@@ -1,5 +1,6 @@
-//! A pod's volumes on the node, under `<root>/pods/<uid>/volumes/<plugin>/<name>`: emptyDir,
-//! hostPath, and configMap, secret, downwardAPI and projected files (written atomically, and
+//! A pod's volumes on the node, under `<root>/pods/<uid>/volumes/<plugin>/<name>`: emptyDir (a tmpfs
+//! with `medium: Memory`), hostPath, and configMap, secret, downwardAPI and projected files (secret
+//! and projected ones on a tmpfs; written atomically, and
 //! rewritten in place when their sources change while the pod runs); the kubelet-managed
 //! `/etc/hosts`; and each container's mounts of them (`mountPath`, `subPath`, `readOnly`).
 
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Po
 
 use super::atomic;
 use super::env::{EnvContext, Sources, field_value};
+use super::mounts;
 
 /// The directory holding everything of a pod on this node.
 pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
@@ -71,9 +73,18 @@ async fn prepare_one(
     sources: &Sources,
     env: &EnvContext<'_>,
 ) -> Result<PathBuf, String> {
-    if v.empty_dir.is_some() {
+    if let Some(e) = &v.empty_dir {
         let dir = base.join("kubernetes.io~empty-dir").join(&v.name);
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        if e.medium.as_deref() == Some("Memory") {
+            // As Kubernetes sizes it: the sizeLimit, else the node's allocatable memory.
+            let size = e
+                .size_limit
+                .as_ref()
+                .and_then(|q| super::spec::quantity(&q.0))
+                .map_or(env.node_memory, |b| b as u64);
+            mounts::tmpfs(&dir, size)?;
+        }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
             .map_err(|e| io_err(&dir, e))?;
         return Ok(dir);
@@ -159,6 +170,11 @@ async fn prepare_one(
         }
     };
     let dir = base.join(format!("kubernetes.io~{plugin}")).join(&v.name);
+    if matches!(plugin, "secret" | "projected") {
+        // As Kubernetes keeps them: in memory, never on the node's disk.
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        mounts::tmpfs(&dir, env.node_memory)?;
+    }
     atomic::write(&dir, &files)?;
     Ok(dir)
 }

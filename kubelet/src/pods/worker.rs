@@ -1187,7 +1187,14 @@ impl Worker {
     /// Removes the pod's directory, logs and cgroup.
     fn clean_node_state(&self, pod: &Pod) {
         let cfg = &self.ctx.config;
-        let _ = std::fs::remove_dir_all(volumes::pod_dir(&cfg.root_dir, &self.uid));
+        let dir = volumes::pod_dir(&cfg.root_dir, &self.uid);
+        // Memory-backed emptyDirs first: removing files would not free a mounted tmpfs.
+        match super::mounts::unmount_under(&dir) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            Err(e) => tracing::warn!(pod = %pod_id(pod), "keeping the pod's directory: {e}"),
+        }
         let _ = std::fs::remove_dir_all(spec::log_directory(&cfg.root_dir.join("logs"), pod));
         crate::cgroups::remove(&spec::cgroup_parent(
             &cfg.cgroup_root,

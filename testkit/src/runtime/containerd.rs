@@ -25,7 +25,7 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A containerd with the CRI plugin, running for one test.
 ///
 /// Its root, state, gRPC and ttrpc sockets, CNI config directory and log live in a temporary
-/// directory. It runs in a private mount namespace (`unshare -m --propagation private`) with its own
+/// directory. It runs in a private mount namespace (`unshare -m --propagation slave`) with its own
 /// tmpfs over `/run/netns`, `/run/containerd`, `/run/runc` and `/var/lib/cni`, so every mount, pod
 /// network namespace bind mount, shim socket and libcni cache entry it makes is invisible outside
 /// and disappears with it. (Those four directories are created on the host when missing, and stay,
@@ -72,6 +72,7 @@ impl Containerd {
             "/../deploy/containerd/run"
         ))
         .arg(&config)
+        .arg(dir.path().join("kubelet"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -139,6 +140,12 @@ impl Containerd {
         &self.socket
     }
 
+    /// The directory for the kubelet's `--root-dir`: a shared mount whose later mounts (the
+    /// kubelet's memory-backed emptyDirs) containerd and its containers see. Unmounted on drop.
+    pub fn kubelet_root(&self) -> PathBuf {
+        self.dir.path().join("kubelet")
+    }
+
     /// The CRI endpoint as a kubelet flag names it: `unix:///…/containerd.sock`.
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.socket.display())
@@ -194,6 +201,12 @@ impl Drop for Containerd {
         // A shim that was starting a container may have put one into the cgroup meanwhile.
         let strays = reap::kill_until_gone(CLEANUP_TIMEOUT, || reap::cgroup_pids(&cgroup));
         let cgroups = reap::remove_cgroup(&cgroup, CLEANUP_TIMEOUT);
+        // The kubelet root's bind mount and whatever the kubelet left mounted under it.
+        let _ = Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(self.kubelet_root())
+            .stderr(Stdio::null())
+            .status();
         if !left.is_empty() || !strays.is_empty() || !cgroups.is_empty() {
             eprintln!(
                 "containerd cleanup incomplete: processes {left:?} {strays:?}, cgroups {cgroups:?}"
