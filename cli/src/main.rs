@@ -32,6 +32,70 @@ enum Command {
     ControllerManager(ControllerManagerArgs),
     /// Run the kubelet (registers this node and runs the pods bound to it on a CRI runtime).
     Kubelet(KubeletArgs),
+    /// Start a local cluster in the background: control plane, image registry, and per node a
+    /// network namespace with containerd and a kubelet; returns once every node is Ready.
+    Up(UpArgs),
+    /// Stop the local cluster `up` started and remove everything it made.
+    Down(DownArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// How many nodes (each a host of its own: a network namespace on the cluster's bridge).
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
+    /// Where the cluster keeps its state, logs and admin.kubeconfig.
+    #[arg(long, default_value = "./.atoll")]
+    data_dir: PathBuf,
+    /// The hosts' network: the bridge takes its first address, node i the (i+1)-th.
+    #[arg(long, default_value = "10.99.0.0/24")]
+    host_cidr: String,
+    /// The pod network; each node gets a /24 of it.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// The API server's port (on the bridge's address).
+    #[arg(long, default_value_t = 6443)]
+    port: u16,
+    /// etcd's client port on 127.0.0.1 (the peer port is the next one).
+    #[arg(long, default_value_t = 23790)]
+    etcd_port: u16,
+    /// The image registry's port (on the bridge's address; images are named localhost:PORT/…).
+    #[arg(long, default_value_t = 5000)]
+    registry_port: u16,
+    /// The scheduler's metrics port on 127.0.0.1.
+    #[arg(long, default_value_t = 10259)]
+    scheduler_port: u16,
+    /// The controller manager's metrics port on 127.0.0.1.
+    #[arg(long, default_value_t = 10257)]
+    controller_manager_port: u16,
+    /// The repository's deploy/ directory (default: found beside the binary).
+    #[arg(long)]
+    deploy_dir: Option<PathBuf>,
+    /// Run as the supervisor in the foreground (what `atoll up` starts in the background).
+    #[arg(long, hide = true)]
+    supervise: bool,
+}
+
+#[derive(clap::Args)]
+struct DownArgs {
+    /// The cluster's data directory.
+    #[arg(long, default_value = "./.atoll")]
+    data_dir: PathBuf,
+    /// Also delete the data directory.
+    #[arg(long)]
+    purge: bool,
+}
+
+/// The repository's `deploy/` directory: the first ancestor of the binary (or of the working
+/// directory) that has `deploy/containerd/run`.
+fn find_deploy_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the atoll binary")?;
+    let cwd = std::env::current_dir().context("the working directory")?;
+    exe.ancestors()
+        .chain(cwd.ancestors())
+        .map(|d| d.join("deploy"))
+        .find(|d| d.join("containerd/run").exists())
+        .context("no deploy/ directory beside the atoll binary or the working directory: pass --deploy-dir")
 }
 
 #[derive(clap::Args)]
@@ -173,6 +237,15 @@ fn init_logging() {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
+    if let Command::Up(a) = &cli.command
+        && !a.supervise
+    {
+        // The supervisor is started in the background; this process only shows its progress.
+        let opts = up_options(a)?;
+        let mut args: Vec<String> = std::env::args().skip(1).collect();
+        args.push("--supervise".into());
+        return atoll_cluster::up(&opts, &args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -266,5 +339,31 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .context("atoll kubelet")
         }),
+        Command::Up(a) => {
+            let opts = up_options(&a)?;
+            runtime.block_on(atoll_cluster::supervise(opts))
+        }
+        Command::Down(a) => runtime.block_on(atoll_cluster::down(&a.data_dir, a.purge)),
     }
+}
+
+fn up_options(a: &UpArgs) -> anyhow::Result<atoll_cluster::UpOptions> {
+    Ok(atoll_cluster::UpOptions {
+        data_dir: a.data_dir.clone(),
+        nodes: a.nodes,
+        host_cidr: a.host_cidr.clone(),
+        cluster_cidr: a.cluster_cidr.clone(),
+        ports: atoll_cluster::layout::Ports {
+            api: a.port,
+            etcd: a.etcd_port,
+            registry: a.registry_port,
+            scheduler: a.scheduler_port,
+            controller_manager: a.controller_manager_port,
+        },
+        deploy_dir: match &a.deploy_dir {
+            Some(d) => d.clone(),
+            None => find_deploy_dir()?,
+        },
+        atoll: std::env::current_exe().context("locating the atoll binary")?,
+    })
 }

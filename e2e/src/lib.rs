@@ -1,5 +1,10 @@
 //! End-to-end test support: etcd and the `atoll apiserver` binary with a kubeconfig for clients
-//! (the real kubectl, the official Python client). The tests are in `tests/`.
+//! (the real kubectl, the official Python client), or a whole local cluster from `atoll up`
+//! ([`LocalCluster`]). The tests are in `tests/`.
+
+mod cluster;
+
+pub use cluster::LocalCluster;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -8,9 +13,9 @@ use atoll_testkit::{ApiProcess, Etcd};
 
 /// etcd plus the `atoll apiserver` process, with a kubeconfig and a private HOME for kubectl.
 pub struct Env {
-    _api: ApiProcess,
+    _api: Option<ApiProcess>,
     dir: tempfile::TempDir,
-    _etcd: Etcd,
+    _etcd: Option<Etcd>,
 }
 
 /// The directory of the versioned kubectl binaries (`kubectl.1.27` …) beside the dispatcher.
@@ -43,9 +48,22 @@ impl Env {
         );
         atoll_testkit::write_kubeconfig(&dir.path().join("kubeconfig"), &api.base);
         Env {
-            _api: api,
+            _api: Some(api),
             dir,
-            _etcd: etcd,
+            _etcd: Some(etcd),
+        }
+    }
+
+    /// A private directory for kubectl (its HOME) whose `kubeconfig` the caller writes.
+    pub fn without_servers() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("atoll-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        Env {
+            _api: None,
+            dir,
+            _etcd: None,
         }
     }
 

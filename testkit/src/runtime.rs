@@ -21,7 +21,6 @@ mod containerd;
 mod cri;
 mod images;
 mod net;
-mod reap;
 mod registry;
 
 pub use containerd::Containerd;

@@ -10,8 +10,8 @@ use k8s_cri::v1::StatusRequest;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 
 use super::cri::cri_channel;
-use super::reap;
 use super::registry::Registry;
+use atoll_cluster::reap;
 
 /// How long containerd may take to answer CRI.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -276,4 +276,5 @@ fn config_toml(dir: &Path, registry: &str) -> String {
     include_str!("../../../deploy/containerd/config.toml.in")
         .replace("@DIR@", &dir.display().to_string())
         .replace("@REGISTRY_PORT@", port)
+        .replace("@REGISTRY@", registry)
 }

@@ -1,4 +1,5 @@
-//! Finding and killing what a test's containerd left running, and removing its cgroups.
+//! Finding and killing what a node's containerd left running (by cgroup, mount namespace or command
+//! line), and removing its cgroups: shared by `atoll down` and the test harness.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,7 @@ fn depth_first(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The ids of the processes in `cgroup` and below, in any hierarchy.
-pub(crate) fn cgroup_pids(cgroup: &str) -> Vec<i32> {
+pub fn cgroup_pids(cgroup: &str) -> Vec<i32> {
     let mut dirs = Vec::new();
     for root in cgroup_dirs(cgroup) {
         depth_first(&root, &mut dirs);
@@ -56,7 +57,7 @@ pub(crate) fn cgroup_pids(cgroup: &str) -> Vec<i32> {
 }
 
 /// The directories of `cgroup` and below that still exist, in any hierarchy.
-pub(crate) fn cgroup_leftovers(cgroup: &str) -> Vec<PathBuf> {
+pub fn cgroup_leftovers(cgroup: &str) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     for root in cgroup_dirs(cgroup) {
         depth_first(&root, &mut dirs);
@@ -65,13 +66,13 @@ pub(crate) fn cgroup_leftovers(cgroup: &str) -> Vec<PathBuf> {
 }
 
 /// The mount namespace of process `pid`, as `mnt:[<inode>]`.
-pub(crate) fn mount_namespace(pid: u32) -> Option<PathBuf> {
+pub fn mount_namespace(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
 }
 
 /// A mount namespace held open, so that it outlives its processes and its inode number cannot be
 /// given to a new namespace (the kernel reuses them) while cleanup compares against it.
-pub(crate) struct PinnedNamespace {
+pub struct PinnedNamespace {
     _pin: std::fs::File,
     /// `mnt:[<inode>]`, as [`mount_namespace`] reads it.
     pub link: PathBuf,
@@ -79,7 +80,7 @@ pub(crate) struct PinnedNamespace {
 
 impl PinnedNamespace {
     /// Pins the mount namespace of process `pid`.
-    pub(crate) fn of(pid: u32) -> Option<PinnedNamespace> {
+    pub fn of(pid: u32) -> Option<PinnedNamespace> {
         let pin = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
         // Read through the open file: the process may have changed namespaces since.
         let link = std::fs::read_link(format!("/proc/self/fd/{}", pin.as_raw_fd())).ok()?;
@@ -88,14 +89,17 @@ impl PinnedNamespace {
 }
 
 /// A running process as [`processes`] sees it.
-pub(crate) struct Process {
+pub struct Process {
+    /// Its id.
     pub pid: i32,
+    /// Its arguments.
     pub cmdline: Vec<String>,
+    /// Its mount namespace, as [`mount_namespace`] reads it.
     pub mount_ns: Option<PathBuf>,
 }
 
 /// Every process on the machine but this one (those that exit while being read are skipped).
-pub(crate) fn processes() -> Vec<Process> {
+pub fn processes() -> Vec<Process> {
     let own = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -121,7 +125,7 @@ pub(crate) fn processes() -> Vec<Process> {
 }
 
 /// Sends SIGKILL to each of `pids`; a process that is already gone is not an error.
-pub(crate) fn kill_all(pids: &[i32]) {
+pub fn kill_all(pids: &[i32]) {
     for pid in pids {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }
@@ -129,7 +133,7 @@ pub(crate) fn kill_all(pids: &[i32]) {
 
 /// Kills whatever `find` returns until it returns nothing, for at most `limit`. Returns what it
 /// still found at the end (empty on success).
-pub(crate) fn kill_until_gone(limit: Duration, mut find: impl FnMut() -> Vec<i32>) -> Vec<i32> {
+pub fn kill_until_gone(limit: Duration, mut find: impl FnMut() -> Vec<i32>) -> Vec<i32> {
     let deadline = Instant::now() + limit;
     loop {
         let pids = find();
@@ -143,7 +147,7 @@ pub(crate) fn kill_until_gone(limit: Duration, mut find: impl FnMut() -> Vec<i32
 
 /// Removes `cgroup` and everything below it in every hierarchy, children first, retrying while the
 /// kernel still counts exiting tasks, for at most `limit`. Returns what is left (empty on success).
-pub(crate) fn remove_cgroup(cgroup: &str, limit: Duration) -> Vec<PathBuf> {
+pub fn remove_cgroup(cgroup: &str, limit: Duration) -> Vec<PathBuf> {
     let deadline = Instant::now() + limit;
     loop {
         for dir in cgroup_leftovers(cgroup) {
