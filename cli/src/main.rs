@@ -68,6 +68,11 @@ struct UpArgs {
     /// The controller manager's metrics port on 127.0.0.1.
     #[arg(long, default_value_t = 10257)]
     controller_manager_port: u16,
+    /// More flags for a component, as COMPONENT=FLAG (repeatable), e.g.
+    /// `controller-manager=--node-monitor-grace-period=20s`; components: apiserver, scheduler,
+    /// controller-manager, kubelet (every node's).
+    #[arg(long = "extra-args")]
+    extra_args: Vec<String>,
     /// The repository's deploy/ directory (default: found beside the binary).
     #[arg(long)]
     deploy_dir: Option<PathBuf>,
@@ -365,5 +370,10 @@ fn up_options(a: &UpArgs) -> anyhow::Result<atoll_cluster::UpOptions> {
             None => find_deploy_dir()?,
         },
         atoll: std::env::current_exe().context("locating the atoll binary")?,
+        extra_args: a
+            .extra_args
+            .iter()
+            .map(|e| atoll_cluster::parse_extra_arg(e))
+            .collect::<anyhow::Result<_>>()?,
     })
 }

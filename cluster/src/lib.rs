@@ -43,9 +43,39 @@ pub struct UpOptions {
     pub deploy_dir: PathBuf,
     /// The `atoll` binary the components run as.
     pub atoll: PathBuf,
+    /// Extra flags by component (`apiserver`, `scheduler`, `controller-manager`, `kubelet`).
+    pub extra_args: Vec<(String, String)>,
+}
+
+/// The components whose flags `--extra-args` may add to.
+pub const COMPONENTS: [&str; 4] = ["apiserver", "scheduler", "controller-manager", "kubelet"];
+
+/// Parses `COMPONENT=FLAG` (such as `controller-manager=--node-monitor-grace-period=20s`).
+pub fn parse_extra_arg(text: &str) -> anyhow::Result<(String, String)> {
+    let (component, flag) = text
+        .split_once('=')
+        .with_context(|| format!("--extra-args {text:?}: expected COMPONENT=FLAG"))?;
+    if !COMPONENTS.contains(&component) {
+        bail!(
+            "--extra-args {text:?}: unknown component {component:?} (one of {})",
+            COMPONENTS.join(", ")
+        );
+    }
+    Ok((component.to_string(), flag.to_string()))
 }
 
 impl UpOptions {
+    /// `spec` with the extra flags given for `component`.
+    fn with_extra(&self, component: &str, mut spec: Spec) -> Spec {
+        spec.args.extend(
+            self.extra_args
+                .iter()
+                .filter(|(c, _)| c == component)
+                .map(|(_, f)| f.clone()),
+        );
+        spec
+    }
+
     fn layout(&self) -> anyhow::Result<Layout> {
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| self.data_dir.display().to_string())?;
@@ -231,20 +261,23 @@ async fn start(
 
     progress::step(&format!("starting the API server on {gw}:{}", ports.api));
     running.push(Supervised::start(
-        Spec::new(
+        opts.with_extra(
             "apiserver",
-            &atoll,
-            &[
+            Spec::new(
                 "apiserver",
-                "--etcd-servers",
-                &client_url,
-                "--bind-address",
-                &gw,
-                "--port",
-                &ports.api.to_string(),
-                "--data-dir",
-                &data("apiserver"),
-            ],
+                &atoll,
+                &[
+                    "apiserver",
+                    "--etcd-servers",
+                    &client_url,
+                    "--bind-address",
+                    &gw,
+                    "--port",
+                    &ports.api.to_string(),
+                    "--data-dir",
+                    &data("apiserver"),
+                ],
+            ),
         ),
         layout.clone(),
     ));
@@ -263,32 +296,38 @@ async fn start(
     let sched_addr = format!("127.0.0.1:{}", ports.scheduler);
     let cm_addr = format!("127.0.0.1:{}", ports.controller_manager);
     running.push(Supervised::start(
-        Spec::new(
+        opts.with_extra(
             "scheduler",
-            &atoll,
-            &[
+            Spec::new(
                 "scheduler",
-                "--kubeconfig",
-                &kubeconfig,
-                "--metrics-bind-address",
-                &sched_addr,
-            ],
+                &atoll,
+                &[
+                    "scheduler",
+                    "--kubeconfig",
+                    &kubeconfig,
+                    "--metrics-bind-address",
+                    &sched_addr,
+                ],
+            ),
         ),
         layout.clone(),
     ));
     running.push(Supervised::start(
-        Spec::new(
+        opts.with_extra(
             "controller-manager",
-            &atoll,
-            &[
+            Spec::new(
                 "controller-manager",
-                "--kubeconfig",
-                &kubeconfig,
-                "--cluster-cidr",
-                &layout.cluster_cidr,
-                "--metrics-bind-address",
-                &cm_addr,
-            ],
+                &atoll,
+                &[
+                    "controller-manager",
+                    "--kubeconfig",
+                    &kubeconfig,
+                    "--cluster-cidr",
+                    &layout.cluster_cidr,
+                    "--metrics-bind-address",
+                    &cm_addr,
+                ],
+            ),
         ),
         layout.clone(),
     ));
@@ -405,28 +444,31 @@ async fn start_node(
     .await?;
     let ip = n.ip.to_string();
     running.push(Supervised::start(
-        Spec::new(
-            &format!("kubelet-{}", n.name),
-            &opts.atoll,
-            &[
-                "kubelet",
-                "--kubeconfig",
-                &layout.kubeconfig().display().to_string(),
-                "--node-name",
-                &n.name,
-                "--node-ip",
-                &ip,
-                "--address",
-                &ip,
-                "--container-runtime-endpoint",
-                &format!("unix://{}", socket.display()),
-                "--root-dir",
-                &n.kubelet_root().display().to_string(),
-                "--cni-conf-dir",
-                &dir.join("cni-conf").display().to_string(),
-                "--cgroup-root",
-                &n.cgroup_root,
-            ],
+        opts.with_extra(
+            "kubelet",
+            Spec::new(
+                &format!("kubelet-{}", n.name),
+                &opts.atoll,
+                &[
+                    "kubelet",
+                    "--kubeconfig",
+                    &layout.kubeconfig().display().to_string(),
+                    "--node-name",
+                    &n.name,
+                    "--node-ip",
+                    &ip,
+                    "--address",
+                    &ip,
+                    "--container-runtime-endpoint",
+                    &format!("unix://{}", socket.display()),
+                    "--root-dir",
+                    &n.kubelet_root().display().to_string(),
+                    "--cni-conf-dir",
+                    &dir.join("cni-conf").display().to_string(),
+                    "--cgroup-root",
+                    &n.cgroup_root,
+                ],
+            ),
         )
         .in_netns(&n.netns),
         layout.clone(),
@@ -525,7 +567,31 @@ async fn http_ok(addr: &str, path: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Waits until every node of the layout is Ready.
+/// Whether `node` is Ready and no longer carries the taints of a node that is not (which the node
+/// lifecycle controller removes a moment after Ready): pods tolerating those for a short while
+/// would otherwise be placed there and evicted.
+fn schedulable(node: &Node) -> bool {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| {
+            t.iter().any(|t| {
+                matches!(
+                    t.key.as_str(),
+                    "node.kubernetes.io/not-ready" | "node.kubernetes.io/unreachable"
+                )
+            })
+        });
+    ready && !tainted
+}
+
+/// Waits until every node of the layout is Ready and untainted.
 async fn wait_nodes_ready(layout: &Layout, client: &kube::Client, secs: u64) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -537,11 +603,7 @@ async fn wait_nodes_ready(layout: &Layout, client: &kube::Client, secs: u64) -> 
                 .await
                 .ok()
                 .flatten()
-                .is_some_and(|node| {
-                    node.status
-                        .and_then(|s| s.conditions)
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                });
+                .is_some_and(|node| schedulable(&node));
             if !ready {
                 missing.push(n.name);
             }

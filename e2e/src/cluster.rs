@@ -23,12 +23,18 @@ impl LocalCluster {
     /// Runs `atoll up --nodes nodes` and waits for it (every node Ready); panics with its output
     /// when it fails.
     pub fn up(nodes: u32) -> LocalCluster {
+        LocalCluster::up_with(nodes, &[])
+    }
+
+    /// The same with more `atoll up` flags (such as `--extra-args COMPONENT=FLAG`).
+    pub fn up_with(nodes: u32, flags: &[&str]) -> LocalCluster {
         let env = Env::without_servers();
         let data_dir = env.path("cluster");
         let cluster = LocalCluster { env, data_dir };
         let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
         let out = Command::new(atoll_testkit::atoll_bin())
             .args(["up", "--nodes", &nodes.to_string(), "--deploy-dir", deploy])
+            .args(flags)
             .arg("--data-dir")
             .arg(&cluster.data_dir)
             .output()
@@ -46,6 +52,16 @@ impl LocalCluster {
         )
         .expect("the admin kubeconfig");
         cluster
+    }
+
+    /// The cluster's id (its bridge is `atoll<id>`, node i's veth `atoll<id>v<i>`).
+    pub fn id(&self) -> String {
+        let text = std::fs::read_to_string(self.data_dir.join("cluster.json")).unwrap_or_default();
+        text.split("\"id\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').nth(1))
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// The cluster's data directory.

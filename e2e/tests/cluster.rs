@@ -1,8 +1,9 @@
 //! A whole local cluster from `atoll up --nodes 3` (each node a network namespace with its own
 //! containerd and kubelet), driven with the real kubectl: an RC's pods spread over the hosts, reach
 //! each other across hosts and are reached from the control plane's namespace, a deleted pod is
-//! replaced, logs and exec work on every host, and `atoll down` leaves nothing behind. Runs in a
-//! private network namespace.
+//! replaced, logs and exec work on every host, a host cut off from the network becomes NotReady and
+//! its pods are recreated on the others, it rejoins when its link returns, and `atoll down` leaves
+//! nothing behind. Runs in a private network namespace.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -21,6 +22,10 @@ spec:
     metadata: {labels: {app: web}}
     spec:
       terminationGracePeriodSeconds: 1
+      # Replaced soon after their node is cut off (the default toleration is 300 s).
+      tolerations:
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
+      - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
       containers:
       - name: web
         image: localhost:5000/busybox:1.35
@@ -72,7 +77,14 @@ fn pods(cluster: &LocalCluster) -> Vec<(String, String, String)> {
 #[test]
 fn three_hosts_run_pods_that_reach_each_other() {
     isolate_network();
-    let cluster = LocalCluster::up(3);
+    // Nodes are declared unreachable 20 s after their last heartbeat (Kubernetes: 40 s).
+    let cluster = LocalCluster::up_with(
+        3,
+        &[
+            "--extra-args",
+            "controller-manager=--node-monitor-grace-period=20s",
+        ],
+    );
     let env = &cluster.env;
     let nodes = env.ok(&["get", "nodes", "--no-headers"]);
     assert_eq!(
@@ -137,12 +149,31 @@ fn three_hosts_run_pods_that_reach_each_other() {
     });
     assert!(!pods(&cluster).iter().any(|p| &p.0 == to));
 
+    // A host cut off: NotReady, its pods replaced on the others; back, it rejoins and stops them.
+    let id = cluster.id();
+    let link = |state: &str| {
+        let ok = std::process::Command::new("ip")
+            .args(["link", "set", &format!("atoll{id}v2"), state])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip link set {state}");
+    };
+    link("down");
+    env.wait_for(&["get", "node", "node-2", "--no-headers"], 90, |out| {
+        out.contains("NotReady")
+    });
+    env.wait_for(&["get", "pods", "-l", "app=web", "-o", "wide"], 60, |_| {
+        pods(&cluster).iter().filter(|p| p.1 != "node-2").count() == 6
+    });
+    link("up");
+    env.wait_for(&["get", "node", "node-2", "--no-headers"], 60, |out| {
+        out.contains(" Ready ")
+    });
+    env.wait_for(&["get", "pods", "-l", "app=web", "-o", "wide"], 60, |_| {
+        pods(&cluster).iter().all(|p| p.1 != "node-2")
+    });
+
     // `atoll down` removes everything it made.
-    let layout: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(cluster.data_dir().join("cluster.json")).expect("cluster.json"),
-    )
-    .expect("json");
-    let id = layout["id"].as_str().expect("id").to_string();
     cluster.down().expect("atoll down");
     let netns: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|d| {
