@@ -233,9 +233,15 @@ fn pod_on_containerd_over_cri_serves_http_and_leaves_nothing_behind() {
         assert!(page.contains("atoll busybox"), "{page}");
     });
 
-    // While the pod runs, its mounts and network namespace are invisible on the host, and its
-    // processes are in the test's cgroup.
-    assert_eq!(host_mounts_under(&dir), Vec::<String>::new());
+    // While the pod runs, its mounts and network namespace are invisible on the host (the one
+    // host mount is the kubelet root's shared bind mount), and its processes are in the test's
+    // cgroup.
+    let kubelet_root = format!(" {} ", dir.join("kubelet").display());
+    let mounts = host_mounts_under(&dir);
+    assert!(
+        mounts.len() == 1 && mounts[0].contains(&kubelet_root) && mounts[0].contains("shared:"),
+        "{mounts:?}"
+    );
     assert_eq!(dir_entries("/run/netns"), host_netns);
     assert_eq!(dir_entries("/run/containerd"), host_containerd);
     // ... because they live in containerd's own mount namespace, seen here through its /proc root.
