@@ -32,6 +32,31 @@ enum Command {
     ControllerManager(ControllerManagerArgs),
     /// Run the kubelet (registers this node and runs the pods bound to it on a CRI runtime).
     Kubelet(KubeletArgs),
+    /// Run the service proxy (programs this node's nftables table for ClusterIPs and NodePorts).
+    Proxy(ProxyArgs),
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// kubeconfig naming the API server and the credentials to use (not needed with --cleanup).
+    #[arg(long, required_unless_present = "cleanup")]
+    kubeconfig: Option<PathBuf>,
+    /// The node's name (default: the host name); endpoints on it are local.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The cluster's pod network; ClusterIP traffic from outside it is masqueraded.
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// CIDRs whose local addresses NodePorts answer on, comma separated (default: every IPv4
+    /// address of the node but loopback; include 127.0.0.1/32 for localhost NodePorts).
+    #[arg(long, value_delimiter = ',')]
+    nodeport_addresses: Vec<String>,
+    /// Address for /metrics and /healthz.
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    metrics_bind_address: std::net::SocketAddr,
+    /// Remove everything the proxy made (its nftables table) and exit.
+    #[arg(long)]
+    cleanup: bool,
 }
 
 #[derive(clap::Args)]
@@ -265,6 +290,30 @@ fn main() -> anyhow::Result<()> {
             atoll_kubelet::run_until(client, config, atoll_client::terminated())
                 .await
                 .context("atoll kubelet")
+        }),
+        Command::Proxy(a) => runtime.block_on(async {
+            if a.cleanup {
+                return atoll_proxy::cleanup()
+                    .await
+                    .context("atoll proxy --cleanup");
+            }
+            let kubeconfig = a.kubeconfig.context("--kubeconfig is required")?;
+            let client = atoll_client::connect(&kubeconfig).await?;
+            let node_name = a
+                .node_name
+                .unwrap_or_else(atoll_kubelet::host::hostname)
+                .to_lowercase();
+            let mut config = atoll_proxy::Config::new(&node_name);
+            config.cluster_cidr = a.cluster_cidr;
+            config.nodeport_addresses = a
+                .nodeport_addresses
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .collect();
+            config.metrics_addr = Some(a.metrics_bind_address);
+            atoll_proxy::run_until(client, config, atoll_client::terminated())
+                .await
+                .context("atoll proxy")
         }),
     }
 }

@@ -1,0 +1,70 @@
+//! The Atoll service proxy (`atoll proxy`): watches Services and EndpointSlices through the `kube`
+//! client and programs one nftables table of its own, `ip atoll`, so that ClusterIPs and NodePorts
+//! reach the services' endpoints. Nothing outside that table is touched.
+//!
+//! Start at [`run_until`]. The pieces: [`model`] (what the proxy reads from the API objects),
+//! [`rules`] (pure rule generation and the per-service update transactions).
+
+//MOD model
+//MOD rules
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How the proxy runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's name: endpoints with this `nodeName` are local (for the Local traffic policies).
+    pub node_name: String,
+    /// The cluster's pod network; ClusterIP traffic from outside it is masqueraded.
+    pub cluster_cidr: Option<String>,
+    /// CIDRs whose local addresses NodePorts answer on (empty: every non-loopback IPv4 address of
+    /// the node). A CIDR holding `127.0.0.1` turns on localhost NodePorts (and `route_localnet`).
+    pub nodeport_addresses: Vec<String>,
+    /// Where to serve `/metrics` and `/healthz` (None: nowhere).
+    pub metrics_addr: Option<SocketAddr>,
+    /// `/healthz` fails when changes have waited this long without being programmed.
+    pub healthz_timeout: Duration,
+}
+
+impl Config {
+    /// The defaults for the node `node_name`.
+    pub fn new(node_name: &str) -> Config {
+        Config {
+            node_name: node_name.into(),
+            cluster_cidr: None,
+            nodeport_addresses: Vec::new(),
+            metrics_addr: None,
+            healthz_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the proxy stopped or a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The metrics endpoint or another client facility failed.
+    #[error(transparent)]
+    Client(#[from] atoll_client::Error),
+    /// `nft` could not be run or refused the rules.
+    #[error("nft: {0}")]
+    Nft(String),
+    /// A flag had a value the proxy cannot use.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Runs the proxy until `shutdown` completes.
+pub async fn run_until(
+    _client: kube::Client,
+    _config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    shutdown.await;
+    Ok(())
+}
+
+/// Removes everything the proxy made: its nftables table.
+pub async fn cleanup() -> Result<(), Error> {
+    Err(Error::Nft("not yet implemented".into()))
+}
