@@ -5,8 +5,8 @@
 //! Start at [`run_until`]. The pieces: [`model`] (what the proxy reads from the API objects),
 //! [`rules`] (pure rule generation and the per-service update transactions).
 
-//MOD model
-//MOD rules
+pub mod model;
+pub mod rules;
 
 use std::net::SocketAddr;
 use std::time::Duration;
