@@ -3,10 +3,16 @@
 //! reach the services' endpoints. Nothing outside that table is touched.
 //!
 //! Start at [`run_until`]. The pieces: [`model`] (what the proxy reads from the API objects),
-//! [`rules`] (pure rule generation and the per-service update transactions).
+//! [`rules`] (pure rule generation and the per-service update transactions), [`state`] (what is
+//! known and programmed; the next transaction), [`run`] (the watches and the loop), [`nft`] (running
+//! `nft` and `conntrack`), [`addrs`] (node addresses for NodePorts).
 
+pub mod addrs;
 pub mod model;
+pub mod nft;
 pub mod rules;
+pub mod run;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -54,17 +60,30 @@ pub enum Error {
     Config(String),
 }
 
-/// Runs the proxy until `shutdown` completes.
+/// Runs the proxy until `shutdown` completes. The table stays in place when it stops, so services
+/// keep working across a restart; `atoll proxy --cleanup` ([`cleanup`]) removes it.
 pub async fn run_until(
-    _client: kube::Client,
-    _config: Config,
+    client: kube::Client,
+    config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
-    shutdown.await;
-    Ok(())
+    let component = atoll_client::Component {
+        lease: None,
+        metrics: None,
+    };
+    let work = run::proxy(client.clone(), config, NoObserver);
+    component.run(client, work, shutdown).await
 }
 
-/// Removes everything the proxy made: its nftables table.
+struct NoObserver;
+
+impl run::Observer for NoObserver {
+    fn synced(&mut self, _: &run::SyncOutcome) {}
+    fn pass(&mut self, _: bool) {}
+}
+
+/// Removes everything the proxy made: its nftables table (and with it every chain, map, set and
+/// affinity entry in it).
 pub async fn cleanup() -> Result<(), Error> {
-    Err(Error::Nft("not yet implemented".into()))
+    nft::apply(&rules::cleanup()).await
 }
