@@ -228,6 +228,7 @@ pub async fn run_until(
     let component = atoll_client::Component {
         lease: None,
         metrics: config.healthz_addr.map(|a| (a, registry)),
+        health: None,
     };
     let work = async move {
         tokio::join!(agent.run(), cni_config, pods::PodManager::new(ctx).run());

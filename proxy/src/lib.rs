@@ -5,9 +5,10 @@
 //! Start at [`run_until`]. The pieces: [`model`] (what the proxy reads from the API objects),
 //! [`rules`] (pure rule generation and the per-service update transactions), [`state`] (what is
 //! known and programmed; the next transaction), [`run`] (the watches and the loop), [`nft`] (running
-//! `nft` and `conntrack`), [`addrs`] (node addresses for NodePorts).
+//! `nft` and `conntrack`), [`addrs`] (node addresses for NodePorts), [`metrics`] (`/metrics` and `/healthz`).
 
 pub mod addrs;
+pub mod metrics;
 pub mod model;
 pub mod nft;
 pub mod rules;
@@ -67,19 +68,15 @@ pub async fn run_until(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = metrics::Metrics::new(&mut registry, config.healthz_timeout);
     let component = atoll_client::Component {
         lease: None,
-        metrics: None,
+        health: Some(metrics.health_check()),
+        metrics: config.metrics_addr.map(|a| (a, registry)),
     };
-    let work = run::proxy(client.clone(), config, NoObserver);
+    let work = run::proxy(client.clone(), config, metrics);
     component.run(client, work, shutdown).await
-}
-
-struct NoObserver;
-
-impl run::Observer for NoObserver {
-    fn synced(&mut self, _: &run::SyncOutcome) {}
-    fn pass(&mut self, _: bool) {}
 }
 
 /// Removes everything the proxy made: its nftables table (and with it every chain, map, set and

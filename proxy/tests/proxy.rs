@@ -126,6 +126,17 @@ async fn put_slice(api: &Api<EndpointSlice>, service: &str, ips: &[&str]) {
     }
 }
 
+/// GETs `url` with curl, without blocking the runtime that serves it.
+async fn curl(url: &str) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sf", "--max-time", "5", url])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "curl {url}: {}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn ruleset() -> String {
     sh(&["nft", "list", "ruleset"])
 }
@@ -197,6 +208,22 @@ async fn proxy_programs_services_in_a_private_netns() {
     })
     .await;
 
+    // Metrics and health.
+    let base = format!("http://127.0.0.1:{metrics_port}");
+    let metrics = curl(&format!("{base}/metrics")).await;
+    for name in [
+        "atoll_proxy_sync_proxy_rules_duration_seconds_count{mode=\"full\"} 1",
+        "atoll_proxy_sync_proxy_rules_last_timestamp_seconds",
+        "atoll_proxy_rules_programmed",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("atoll_proxy_rules_programmed 0\n"),
+        "{metrics}"
+    );
+    assert_eq!(curl(&format!("{base}/healthz")).await, "ok");
+
     // No endpoints: refused at once, not a silent drop.
     let started = Instant::now();
     let err = hit("10.96.0.11:80").await.unwrap_err();
@@ -235,6 +262,11 @@ async fn proxy_programs_services_in_a_private_netns() {
         "the affinity set lost its entry:\n{sticky}"
     );
     assert_eq!(answers("10.96.0.12:80", 10).await, pinned);
+    let metrics = curl(&format!("{base}/metrics")).await;
+    assert!(
+        metrics.contains("atoll_proxy_sync_proxy_rules_duration_seconds_count{mode=\"full\"} 1\n"),
+        "only the first sync replaces the table:\n{metrics}"
+    );
 
     // A deleted service's rules go; its ClusterIP is then nobody's.
     services
