@@ -1,8 +1,10 @@
 //! The proxy against a real etcd and API server, programming nftables in a private network
 //! namespace the test makes (the host's tables are never touched): ClusterIPs reach both backends,
 //! a removed endpoint leaves the rotation at once, a service without endpoints refuses at once,
-//! session affinity pins a client, NodePorts answer on the node address and 127.0.0.1, and
-//! `atoll proxy --cleanup` leaves nothing behind. Needs root (network namespaces, nftables).
+//! session affinity pins a client, internalTrafficPolicy Local keeps to this node's endpoint,
+//! NodePorts answer on the node address and 127.0.0.1, a UDP flow leaves a removed endpoint (its
+//! conntrack entry flushed), `/metrics` and `/healthz` answer, and `atoll proxy --cleanup` leaves
+//! nothing behind. Needs root (network namespaces, nftables, conntrack) and the built `atoll`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -62,6 +64,30 @@ async fn backend(ip: &str, name: &'static str) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// A UDP server on `ip:5353` that answers every datagram with `name`.
+async fn udp_backend(ip: &str, name: &'static str) -> tokio::task::JoinHandle<()> {
+    let socket = tokio::net::UdpSocket::bind(format!("{ip}:5353"))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(name.as_bytes(), from).await;
+        }
+    })
+}
+
+/// Sends a datagram from `socket` to `addr` and returns the answer (None: none within 500 ms).
+async fn ask(socket: &tokio::net::UdpSocket, addr: &str) -> Option<String> {
+    socket.send_to(b"?", addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 /// Connects to `addr` and reads what the backend says.
 async fn hit(addr: &str) -> std::io::Result<String> {
     let addr: SocketAddr = addr.parse().unwrap();
@@ -96,6 +122,14 @@ fn service(name: &str, spec: serde_json::Value) -> Service {
 }
 
 fn slice(service: &str, ips: &[&str]) -> EndpointSlice {
+    slice_with_port(
+        service,
+        ips,
+        json!({"name": "http", "protocol": "TCP", "port": 8080}),
+    )
+}
+
+fn slice_with_port(service: &str, ips: &[&str], port: serde_json::Value) -> EndpointSlice {
     let endpoints: Vec<_> = ips
         .iter()
         .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}, "nodeName": "node-1"}))
@@ -105,14 +139,17 @@ fn slice(service: &str, ips: &[&str]) -> EndpointSlice {
                      "labels": {"kubernetes.io/service-name": service}},
         "addressType": "IPv4",
         "endpoints": endpoints,
-        "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+        "ports": [port],
     }))
     .unwrap()
 }
 
 async fn put_slice(api: &Api<EndpointSlice>, service: &str, ips: &[&str]) {
-    let name = format!("{service}-1");
-    let mut s = slice(service, ips);
+    put(api, slice(service, ips)).await;
+}
+
+async fn put(api: &Api<EndpointSlice>, mut s: EndpointSlice) {
+    let name = s.metadata.name.clone().unwrap();
     match api.get_opt(&name).await.unwrap() {
         Some(old) => {
             s.metadata.resource_version = old.metadata.resource_version;
@@ -148,6 +185,8 @@ async fn proxy_programs_services_in_a_private_netns() {
     let client = cluster.kube_client();
     let _a = backend(BACKEND_A, "A").await;
     let _b = backend(BACKEND_B, "B").await;
+    let _ua = udp_backend(BACKEND_A, "A").await;
+    let _ub = udp_backend(BACKEND_B, "B").await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     let pp = PostParams::default();
@@ -187,7 +226,38 @@ async fn proxy_programs_services_in_a_private_netns() {
         )
         .await
         .unwrap();
+    services
+        .create(
+            &pp,
+            &service(
+                "dns",
+                json!({"clusterIP": "10.96.0.20",
+                       "ports": [{"name": "dns", "protocol": "UDP", "port": 53}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let dns_port = json!({"name": "dns", "protocol": "UDP", "port": 5353});
+    put(
+        &slices,
+        slice_with_port("dns", &[BACKEND_A, BACKEND_B], dns_port.clone()),
+    )
+    .await;
     put_slice(&slices, "web", &[BACKEND_A, BACKEND_B]).await;
+    // internalTrafficPolicy Local: only this node's endpoint (A) takes ClusterIP traffic.
+    services
+        .create(
+            &pp,
+            &service(
+                "local",
+                json!({"clusterIP": "10.96.0.14", "ports": http, "internalTrafficPolicy": "Local"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut local = slice("local", &[BACKEND_A, BACKEND_B]);
+    local.endpoints[1].node_name = Some("node-2".into());
+    put(&slices, local).await;
     put_slice(&slices, "sticky", &[BACKEND_A, BACKEND_B]).await;
     put_slice(&slices, "np", &[BACKEND_A, BACKEND_B]).await;
 
@@ -223,6 +293,11 @@ async fn proxy_programs_services_in_a_private_netns() {
         "{metrics}"
     );
     assert_eq!(curl(&format!("{base}/healthz")).await, "ok");
+
+    assert_eq!(
+        answers("10.96.0.14:80", 30).await,
+        BTreeSet::from(["A".to_string()])
+    );
 
     // No endpoints: refused at once, not a silent drop.
     let started = Instant::now();
@@ -267,6 +342,26 @@ async fn proxy_programs_services_in_a_private_netns() {
         metrics.contains("atoll_proxy_sync_proxy_rules_duration_seconds_count{mode=\"full\"} 1\n"),
         "only the first sync replaces the table:\n{metrics}"
     );
+
+    // UDP: a client's flow stays on one endpoint (conntrack) until that endpoint is removed; then
+    // its conntrack entry is flushed and the next datagram goes to the other one.
+    let client = tokio::net::UdpSocket::bind(format!("{NODE_IP}:0"))
+        .await
+        .unwrap();
+    let first = atoll_testkit::eventually("a UDP answer through 10.96.0.20:53", || async {
+        ask(&client, "10.96.0.20:53").await
+    })
+    .await;
+    assert_eq!(
+        ask(&client, "10.96.0.20:53").await.as_deref(),
+        Some(first.as_str())
+    );
+    let other = if first == "A" { BACKEND_B } else { BACKEND_A };
+    put(&slices, slice_with_port("dns", &[other], dns_port)).await;
+    atoll_testkit::eventually("the UDP flow to move off the removed endpoint", || async {
+        ask(&client, "10.96.0.20:53").await.filter(|a| *a != first)
+    })
+    .await;
 
     // A deleted service's rules go; its ClusterIP is then nobody's.
     services
