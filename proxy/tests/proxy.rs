@@ -388,3 +388,40 @@ async fn proxy_programs_services_in_a_private_netns() {
     );
     assert!(!ruleset().contains("atoll"), "{}", ruleset());
 }
+
+/// The golden rulesets (`tests/golden/*.nft`) are what the kernel accepts: each full one loads, and
+/// the update scripts apply in sequence on top of the ones they were made from.
+#[test]
+fn golden_rulesets_load_into_the_kernel() {
+    runtime::isolate_network();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
+    let load = |name: &str| sh(&["nft", "-f", &format!("{dir}/{name}.nft")]);
+    for name in [
+        "empty",
+        "cluster_ip",
+        "no_endpoints",
+        "terminating",
+        "node_port",
+        "affinity",
+        "local_policies",
+        "udp",
+    ] {
+        load(name);
+        assert!(ruleset().contains("table ip atoll"), "{name}");
+    }
+    for sequence in [
+        &[
+            "empty",
+            "update_new_service",
+            "update_remove_endpoint",
+            "update_to_no_endpoints",
+        ][..],
+        &["empty", "update_new_service", "update_delete_service"][..],
+    ] {
+        for name in sequence {
+            load(name);
+        }
+    }
+    assert!(!ruleset().contains("default/web/"));
+    sh(&["nft", "delete", "table", "ip", "atoll"]);
+}
