@@ -37,6 +37,8 @@ enum Command {
     Up(UpArgs),
     /// Stop the local cluster `up` started and remove everything it made.
     Down(DownArgs),
+    /// Run the service proxy (programs this node's nftables table for ClusterIPs and NodePorts).
+    Proxy(ProxyArgs),
 }
 
 #[derive(clap::Args)]
@@ -101,6 +103,29 @@ fn find_deploy_dir() -> anyhow::Result<PathBuf> {
         .map(|d| d.join("deploy"))
         .find(|d| d.join("containerd/run").exists())
         .context("no deploy/ directory beside the atoll binary or the working directory: pass --deploy-dir")
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// kubeconfig naming the API server and the credentials to use (not needed with --cleanup).
+    #[arg(long, required_unless_present = "cleanup")]
+    kubeconfig: Option<PathBuf>,
+    /// The node's name (default: the host name); endpoints on it are local.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The cluster's pod network; ClusterIP traffic from outside it is masqueraded.
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// CIDRs whose local addresses NodePorts answer on, comma separated (default: every IPv4
+    /// address of the node but loopback; include 127.0.0.1/32 for localhost NodePorts).
+    #[arg(long, value_delimiter = ',')]
+    nodeport_addresses: Vec<String>,
+    /// Address for /metrics and /healthz.
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    metrics_bind_address: std::net::SocketAddr,
+    /// Remove everything the proxy made (its nftables table) and exit.
+    #[arg(long)]
+    cleanup: bool,
 }
 
 #[derive(clap::Args)]
@@ -349,6 +374,30 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(atoll_cluster::supervise(opts))
         }
         Command::Down(a) => runtime.block_on(atoll_cluster::down(&a.data_dir, a.purge)),
+        Command::Proxy(a) => runtime.block_on(async {
+            if a.cleanup {
+                return atoll_proxy::cleanup()
+                    .await
+                    .context("atoll proxy --cleanup");
+            }
+            let kubeconfig = a.kubeconfig.context("--kubeconfig is required")?;
+            let client = atoll_client::connect(&kubeconfig).await?;
+            let node_name = a
+                .node_name
+                .unwrap_or_else(atoll_kubelet::host::hostname)
+                .to_lowercase();
+            let mut config = atoll_proxy::Config::new(&node_name);
+            config.cluster_cidr = a.cluster_cidr;
+            config.nodeport_addresses = a
+                .nodeport_addresses
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .collect();
+            config.metrics_addr = Some(a.metrics_bind_address);
+            atoll_proxy::run_until(client, config, atoll_client::terminated())
+                .await
+                .context("atoll proxy")
+        }),
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Component {
     pub lease: Option<leader::LeaseConfig>,
     /// Serve this registry on `/metrics` (and `/healthz`) at this address (None: nowhere).
     pub metrics: Option<(SocketAddr, prometheus_client::registry::Registry)>,
+    /// What `/healthz` reports (None: always `ok`).
+    pub health: Option<metrics::HealthCheck>,
 }
 
 impl Component {
@@ -98,7 +100,9 @@ impl Component {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), E> {
         let _metrics_server = match self.metrics {
-            Some((addr, registry)) => Some(metrics::serve(addr, Arc::new(registry)).await?),
+            Some((addr, registry)) => {
+                Some(metrics::serve_with_health(addr, Arc::new(registry), self.health).await?)
+            }
             None => None,
         };
         let work = async {

@@ -1,4 +1,5 @@
 //! The `/metrics` (Prometheus text format) and `/healthz` endpoint every component serves.
+//! `/healthz` answers `ok`, or 503 with the reason when the component's [`HealthCheck`] fails.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,8 +25,20 @@ impl Drop for MetricsServer {
     }
 }
 
+/// A component's own health: `Err(reason)` makes `/healthz` answer 503 with the reason.
+pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Serves `registry` on `http://addr/metrics`, and `ok` on `/healthz`.
 pub async fn serve(addr: SocketAddr, registry: Arc<Registry>) -> Result<MetricsServer, Error> {
+    serve_with_health(addr, registry, None).await
+}
+
+/// Serves `registry` on `http://addr/metrics`, and on `/healthz` what `health` says (`ok` without one).
+pub async fn serve_with_health(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    health: Option<HealthCheck>,
+) -> Result<MetricsServer, Error> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Listen {
@@ -38,13 +51,20 @@ pub async fn serve(addr: SocketAddr, registry: Arc<Registry>) -> Result<MetricsS
     })?;
     let app = Router::new()
         .route("/metrics", get(move || render(registry.clone())))
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(move || healthz(health.clone())));
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!("metrics server stopped: {e}");
         }
     });
     Ok(MetricsServer { addr, task })
+}
+
+async fn healthz(health: Option<HealthCheck>) -> impl IntoResponse {
+    match health.map(|h| h()).unwrap_or(Ok(())) {
+        Ok(()) => (StatusCode::OK, "ok".to_string()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+    }
 }
 
 /// The `/metrics` answer: `registry` in the OpenMetrics text format.

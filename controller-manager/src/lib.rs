@@ -131,6 +131,7 @@ pub async fn run_until(
     let component = Component {
         lease: config.leader_election.clone(),
         metrics: config.metrics_addr.map(|addr| (addr, registry)),
+        health: None,
     };
     component.run(client, controllers, shutdown).await
 }

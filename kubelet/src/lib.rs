@@ -241,6 +241,7 @@ pub async fn run_until(
     let component = atoll_client::Component {
         lease: None,
         metrics: None,
+        health: None,
     };
     let work = async move {
         tokio::join!(agent.run(), cni_config, pods::PodManager::new(ctx).run());

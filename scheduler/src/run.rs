@@ -83,6 +83,7 @@ pub async fn run_until(
     let component = Component {
         lease: config.leader_election.clone(),
         metrics: config.metrics_addr.map(|addr| (addr, registry)),
+        health: None,
     };
     let work = schedule(client.clone(), config, metrics);
     component.run(client, work, shutdown).await
