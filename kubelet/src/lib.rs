@@ -7,6 +7,7 @@
 pub mod cgroups;
 pub mod cni;
 pub mod cri;
+pub mod hollow;
 pub mod host;
 pub mod logs;
 pub mod node;
