@@ -417,7 +417,9 @@ impl Worker {
     fn sandbox_config(&self, pod: &Pod, qos: Qos, attempt: u32) -> k8s_cri::v1::PodSandboxConfig {
         let cfg = &self.ctx.config;
         let log_directory = spec::log_directory(&cfg.root_dir.join("logs"), pod);
-        let _ = std::fs::create_dir_all(&log_directory);
+        if !self.ctx.runtime.is_hollow() {
+            let _ = std::fs::create_dir_all(&log_directory);
+        }
         spec::sandbox_config(
             pod,
             &SandboxInputs {
@@ -520,7 +522,9 @@ impl Worker {
                 .as_ref()
                 .and_then(|s| s.host_network)
                 .unwrap_or(false);
-            let hosts = if host_network {
+            // A hollow runtime mounts nothing: no hosts file or termination log to write.
+            let hollow = ctx.runtime.is_hollow();
+            let hosts = if host_network || hollow {
                 None
             } else {
                 Some(
@@ -535,8 +539,9 @@ impl Worker {
             let mounts = volumes::mounts(c, &vols, hosts.as_deref())
                 .map_err(|e| ("CreateContainerConfigError", e))?;
             let mut mounts = mounts;
-            if let Some(m) = volumes::termination_log(&ctx.config.root_dir, pod, c, attempt)
-                .map_err(|e| ("CreateContainerConfigError", e))?
+            if !hollow
+                && let Some(m) = volumes::termination_log(&ctx.config.root_dir, pod, c, attempt)
+                    .map_err(|e| ("CreateContainerConfigError", e))?
             {
                 mounts.push(m);
             }
@@ -1171,11 +1176,14 @@ impl Worker {
         Ok(())
     }
 
-    /// Removes the pod's directory, logs and cgroup.
+    /// Removes the pod's directory, logs and cgroup (a hollow runtime made no cgroup).
     fn clean_node_state(&self, pod: &Pod) {
         let cfg = &self.ctx.config;
         let _ = std::fs::remove_dir_all(volumes::pod_dir(&cfg.root_dir, &self.uid));
         let _ = std::fs::remove_dir_all(spec::log_directory(&cfg.root_dir.join("logs"), pod));
+        if self.ctx.runtime.is_hollow() {
+            return;
+        }
         crate::cgroups::remove(&spec::cgroup_parent(
             &cfg.cgroup_root,
             spec::qos(pod),
