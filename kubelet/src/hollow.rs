@@ -3,7 +3,7 @@
 //! the CRI state machine (created → running → exited; sandboxes ready → not ready), hands out pod
 //! IPs from the node's pod CIDR ([`ipam`]), and runs nothing. Never the default: a kubelet uses it
 //! only when its runtime endpoint is `hollow://` ([`crate::cri::Runtime::connect`]), and no test
-//! that claims real containers uses it.
+//! that claims real containers uses it. [`nodes`] runs many hollow kubelets in one process.
 //!
 //! What it simulates:
 //! - Containers run until stopped, except those whose command (command and args together) is just
@@ -19,6 +19,7 @@
 //!   containerd.
 
 pub mod ipam;
+pub mod nodes;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -47,6 +48,25 @@ impl Default for Resources {
             memory: 16 << 30,
             ephemeral_storage: 100 << 30,
         }
+    }
+}
+
+impl Resources {
+    /// Resources from a CPU count and memory and storage quantities (`16Gi`, `100G`).
+    pub fn parse(cpu: u64, memory: &str, ephemeral_storage: &str) -> Result<Resources, Error> {
+        let bytes = |what: &str, q: &str| {
+            crate::pods::spec::quantity(q)
+                .filter(|v| *v >= 0.0)
+                .map(|v| v as u64)
+                .ok_or_else(|| {
+                    Error::Config(format!("{what} {q:?} is not a quantity such as 16Gi"))
+                })
+        };
+        Ok(Resources {
+            cpu,
+            memory: bytes("memory", memory)?,
+            ephemeral_storage: bytes("ephemeral storage", ephemeral_storage)?,
+        })
     }
 }
 

@@ -198,3 +198,16 @@ fn a_new_cidr_keeps_the_addresses_of_running_sandboxes() {
     let ip = |id: &str| h.sandbox_status(id).unwrap().network.unwrap().ip;
     assert_eq!((ip(&a), ip(&b)), ("10.88.0.2".into(), "10.88.0.3".into()));
 }
+
+#[test]
+fn resources_from_flags() {
+    let r = Resources::parse(8, "16Gi", "100Gi").unwrap();
+    assert_eq!(
+        r,
+        Resources {
+            cpu: 8,
+            ..Resources::default()
+        }
+    );
+    assert!(Resources::parse(4, "lots", "1Gi").is_err());
+}
