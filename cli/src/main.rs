@@ -66,6 +66,9 @@ struct HollowNodesArgs {
     /// Extra labels for every node, key=value[,key=value…].
     #[arg(long, value_delimiter = ',')]
     node_labels: Vec<String>,
+    /// How many API clients (connection pools) the nodes share, node i using client i mod this.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
 }
 
 #[derive(clap::Args)]
@@ -301,7 +304,10 @@ fn main() -> anyhow::Result<()> {
                 .context("atoll kubelet")
         }),
         Command::HollowNodes(a) => runtime.block_on(async {
-            let client = atoll_client::connect(&a.kubeconfig).await?;
+            let mut clients = Vec::new();
+            for _ in 0..a.clients.max(1) {
+                clients.push(atoll_client::connect(&a.kubeconfig).await?);
+            }
             let mut settings = atoll_kubelet::hollow::nodes::Settings::new(a.count);
             settings.name_prefix = a.name_prefix;
             settings.resources =
@@ -314,7 +320,7 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("--node-labels: {label:?} is not key=value"))?;
                 settings.node_labels.insert(k.into(), v.into());
             }
-            atoll_kubelet::hollow::nodes::run_until(client, settings, atoll_client::terminated())
+            atoll_kubelet::hollow::nodes::run_until(clients, settings, atoll_client::terminated())
                 .await
                 .context("atoll hollow-nodes")
         }),

@@ -66,7 +66,7 @@ async fn start() -> Env {
     settings.template.status_interval = Duration::from_secs(2);
     settings.template.crash_backoff = Duration::from_millis(200);
     let (stop, stop_rx) = watch::channel(false);
-    let (runtimes, all) = nodes::start(client, &settings, stop_rx);
+    let (runtimes, all) = nodes::start(&[client], &settings, stop_rx);
     tasks.push(tokio::spawn(async move {
         if let Err(e) = all.await {
             panic!("a hollow kubelet failed: {e}");

@@ -85,36 +85,45 @@ impl Settings {
 /// The hollow nodes' runtimes, by node name: what a test looks into.
 pub type Runtimes = Vec<(String, Arc<Hollow>)>;
 
-/// Starts the hollow kubelets as tasks on the current tokio runtime; they run until `shutdown` is
-/// set to true (or dropped). Returns their runtimes and a future that ends when every kubelet has
-/// stopped, with the first error.
+/// Starts the hollow kubelets as tasks on the current tokio runtime, node `i` talking through
+/// `clients[i % clients.len()]`; they run until `shutdown` is set to true (or dropped). Returns
+/// their runtimes and a future that ends when every kubelet has stopped, with the first error.
 pub fn start(
-    client: kube::Client,
+    clients: &[kube::Client],
     settings: &Settings,
     shutdown: watch::Receiver<bool>,
 ) -> (Runtimes, impl Future<Output = Result<(), Error>> + use<>) {
     let mut runtimes = Vec::with_capacity(settings.count);
-    let tasks: FuturesUnordered<_> = (0..settings.count)
+    let clients = clients.to_vec();
+    // Without a client nothing starts, and the returned future says why.
+    let count = if clients.is_empty() {
+        0
+    } else {
+        settings.count
+    };
+    let tasks: FuturesUnordered<_> = (0..count)
         .map(|i| {
             let config = settings.config(i);
             let hollow = Arc::new(Hollow::new());
             runtimes.push((config.node_name.clone(), hollow.clone()));
             let mut stop = shutdown.clone();
             let span = tracing::info_span!("kubelet", node = %config.node_name);
-            let kubelet = crate::run_on(
-                client.clone(),
-                config,
-                Runtime::hollow(hollow),
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            );
+            let client = clients[i % clients.len()].clone();
+            let kubelet = crate::run_on(client, config, Runtime::hollow(hollow), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
             tokio::spawn(kubelet.instrument(span))
         })
         .collect();
     let all = async move {
         let mut tasks = tasks;
-        let mut first = Ok(());
+        let mut first = if clients.is_empty() {
+            Err(Error::Config(
+                "hollow nodes need at least one API client".into(),
+            ))
+        } else {
+            Ok(())
+        };
         while let Some(done) = tasks.next().await {
             let result = done
                 .unwrap_or_else(|e| Err(Error::Config(format!("a hollow kubelet panicked: {e}"))));
@@ -127,14 +136,14 @@ pub fn start(
     (runtimes, all)
 }
 
-/// Runs the hollow nodes until `shutdown` completes.
+/// Runs the hollow nodes (spread over `clients`) until `shutdown` completes.
 pub async fn run_until(
-    client: kube::Client,
+    clients: Vec<kube::Client>,
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (_runtimes, all) = start(client, &settings, stop_rx);
+    let (_runtimes, all) = start(&clients, &settings, stop_rx);
     tracing::info!(count = settings.count, prefix = %settings.name_prefix, "hollow nodes started");
     let mut all = std::pin::pin!(all);
     tokio::select! {
