@@ -213,7 +213,8 @@ fn schedule(p: &Probe) -> Schedule {
     }
 }
 
-/// Runs a container's probes until the task is aborted, writing verdicts into `table` and waking
+/// Runs a container's probes until the task is aborted (each probe's future boxed while it runs,
+/// so that a waiting prober stays small), writing verdicts into `table` and waking
 /// `wake` on every change.
 pub async fn run(target: Target, table: Table, wake: Arc<Notify>) {
     let c = target.container.clone();
@@ -229,7 +230,7 @@ pub async fn run(target: Target, table: Table, wake: Arc<Notify>) {
         tokio::time::sleep(s.initial_delay).await;
         let mut failures = 0;
         loop {
-            match run_once(&target, p).await {
+            match Box::pin(run_once(&target, p)).await {
                 Ok(()) => break,
                 Err(e) => {
                     failures += 1;
@@ -256,7 +257,7 @@ pub async fn run(target: Target, table: Table, wake: Arc<Notify>) {
         tokio::time::sleep(s.initial_delay).await;
         let mut failures = 0;
         loop {
-            match run_once(&target, p).await {
+            match Box::pin(run_once(&target, p)).await {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
@@ -277,7 +278,7 @@ pub async fn run(target: Target, table: Table, wake: Arc<Notify>) {
         tokio::time::sleep(s.initial_delay).await;
         let (mut successes, mut failures) = (0, 0);
         loop {
-            match run_once(&target, p).await {
+            match Box::pin(run_once(&target, p)).await {
                 Ok(()) => {
                     failures = 0;
                     successes += 1;

@@ -139,7 +139,8 @@ impl Worker {
         }
     }
 
-    /// Runs until the pod is gone from the API server and from the runtime.
+    /// Runs until the pod is gone from the API server and from the runtime. A pass's future is boxed
+    /// for its duration only, so an idle worker stays small (thousands of them on a hollow node).
     pub async fn run(mut self, mut updates: watch::Receiver<Update>) {
         loop {
             let pod = updates.borrow_and_update().pod.clone();
@@ -147,16 +148,16 @@ impl Worker {
                 Some(pod) => {
                     self.last_pod = Some(pod.clone());
                     let result = if pod.metadata.deletion_timestamp.is_some() {
-                        self.terminate(&pod).await
+                        Box::pin(self.terminate(&pod)).await
                     } else {
-                        self.sync(&pod).await
+                        Box::pin(self.sync(&pod)).await
                     };
                     result.unwrap_or_else(|e| {
                         tracing::warn!(pod = %pod_id(&pod), "sync failed: {e}");
                         Next::Resync(RETRY)
                     })
                 }
-                None => match self.remove().await {
+                None => match Box::pin(self.remove()).await {
                     Ok(()) => Next::Done,
                     Err(e) => {
                         tracing::warn!(uid = %self.uid, "cleaning up a removed pod: {e}");
