@@ -1,7 +1,8 @@
 //! The Atoll kubelet: the node agent. [`run_until`] registers the node ([`node::NodeAgent`]: Node
 //! object, status, Lease heartbeat), writes the node's CNI configuration once it has a pod CIDR
 //! ([`cni`]), and runs the pods bound to the node on a CRI runtime ([`pods::PodManager`], one
-//! [`pods::worker::Worker`] per pod, talking to containerd through [`cri::Runtime`]), and serves
+//! [`pods::worker::Worker`] per pod, talking to containerd through [`cri::Runtime`], or for scale
+//! tests to the simulated [`hollow`] runtime), and serves
 //! container logs to the API server ([`server`], decoding the CRI log files with [`logs`]).
 
 pub mod cgroups;
@@ -186,16 +187,17 @@ pub async fn run_on(
     let version = wait_for_runtime(&runtime).await;
     tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version, "connected to the container runtime");
     // A hollow node makes its directories only when a pod's volumes need them.
-    let dirs = [
-        config.root_dir.clone(),
-        config.root_dir.join("pods"),
-        config.root_dir.join("logs"),
-    ];
-    for dir in dirs.iter().filter(|_| !runtime.is_hollow()) {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
+    if !runtime.is_hollow() {
+        for dir in [
+            config.root_dir.clone(),
+            config.root_dir.join("pods"),
+            config.root_dir.join("logs"),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
     }
     let (facts_tx, mut facts) = watch::channel(node::NodeFacts::default());
     let agent = node::NodeAgent::new(client.clone(), config.clone(), runtime.clone(), facts_tx);
