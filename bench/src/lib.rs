@@ -118,6 +118,18 @@ pub async fn etcd_puts(
     .await
 }
 
+/// The raw etcd write rate at 64 concurrent puts of a pod's bytes (keys under `/baseline/r<round>`):
+/// the ceiling for anything that writes pods, since every pod costs at least a create.
+pub async fn etcd_ceiling(etcd: &atoll_testkit::Etcd, puts: usize, round: usize) -> f64 {
+    let client = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .expect("etcd client");
+    let body = bytes::Bytes::from(serde_json::to_vec(&pod("x", 0)).expect("json"));
+    etcd_puts(&client, &format!("/baseline/r{round}"), body, puts, 64)
+        .await
+        .per_sec
+}
+
 /// Resident memory of process `pid`, in MiB.
 pub fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

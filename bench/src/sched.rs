@@ -17,21 +17,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atoll_bench::{ComponentProcess, NS, cpu_time, create_all, etcd_puts, node, pod};
+use atoll_bench::{ComponentProcess, NS, cpu_time, create_all, etcd_ceiling, node, pod};
 use atoll_testkit::{ApiProcess, Etcd, Http};
-use bytes::Bytes;
 use serde_json::json;
-
-/// The raw etcd write rate at 64 concurrent puts of a pod's bytes.
-async fn etcd_ceiling(etcd: &Etcd, puts: usize, round: usize) -> f64 {
-    let client = etcd_client::Client::connect([etcd.url.as_str()], None)
-        .await
-        .expect("etcd client");
-    let body = Bytes::from(serde_json::to_vec(&pod("x", 0)).expect("json"));
-    etcd_puts(&client, &format!("/baseline/r{round}"), body, puts, 64)
-        .await
-        .per_sec
-}
 
 /// Decisions per second of the scheduler's cache alone: `nodes` nodes, `pods` pods decided and
 /// assumed one after another on this thread.

@@ -39,6 +39,9 @@ enum Command {
     Down(DownArgs),
     /// Run the service proxy (programs this node's nftables table for ClusterIPs and NodePorts).
     Proxy(ProxyArgs),
+    /// Run N simulated ("hollow") kubelets in this process, for scale tests: each registers its
+    /// Node, renews its Lease and runs its pods on an in-memory runtime that runs nothing.
+    HollowNodes(HollowNodesArgs),
 }
 
 #[derive(clap::Args)]
@@ -126,6 +129,40 @@ struct ProxyArgs {
     /// Remove everything the proxy made (its nftables table) and exit.
     #[arg(long)]
     cleanup: bool,
+}
+
+#[derive(clap::Args)]
+struct HollowNodesArgs {
+    /// kubeconfig naming the API server and the credentials to use.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// How many nodes.
+    #[arg(long)]
+    count: usize,
+    /// Node i is named <prefix><i>.
+    #[arg(long, default_value = "hollow-")]
+    name_prefix: String,
+    /// CPUs each node reports.
+    #[arg(long, default_value_t = 4)]
+    cpu: u64,
+    /// Memory each node reports.
+    #[arg(long, default_value = "16Gi")]
+    memory: String,
+    /// Ephemeral storage each node reports.
+    #[arg(long, default_value = "100Gi")]
+    ephemeral_storage: String,
+    /// The most pods each node runs.
+    #[arg(long, default_value_t = 110)]
+    pods: u32,
+    /// Parent of the nodes' state directories (written only for pods with volumes).
+    #[arg(long, default_value = "/var/lib/atoll/hollow")]
+    root_dir: PathBuf,
+    /// Extra labels for every node, key=value[,key=value…].
+    #[arg(long, value_delimiter = ',')]
+    node_labels: Vec<String>,
+    /// How many API clients (connection pools) the nodes share, node i using client i mod this.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
 }
 
 #[derive(clap::Args)]
@@ -397,6 +434,27 @@ fn main() -> anyhow::Result<()> {
             atoll_proxy::run_until(client, config, atoll_client::terminated())
                 .await
                 .context("atoll proxy")
+        }),
+        Command::HollowNodes(a) => runtime.block_on(async {
+            let mut clients = Vec::new();
+            for _ in 0..a.clients.max(1) {
+                clients.push(atoll_client::connect(&a.kubeconfig).await?);
+            }
+            let mut settings = atoll_kubelet::hollow::nodes::Settings::new(a.count);
+            settings.name_prefix = a.name_prefix;
+            settings.resources =
+                atoll_kubelet::hollow::Resources::parse(a.cpu, &a.memory, &a.ephemeral_storage)?;
+            settings.max_pods = a.pods;
+            settings.root_dir = a.root_dir;
+            for label in a.node_labels.iter().filter(|l| !l.is_empty()) {
+                let (k, v) = label
+                    .split_once('=')
+                    .with_context(|| format!("--node-labels: {label:?} is not key=value"))?;
+                settings.node_labels.insert(k.into(), v.into());
+            }
+            atoll_kubelet::hollow::nodes::run_until(clients, settings, atoll_client::terminated())
+                .await
+                .context("atoll hollow-nodes")
         }),
     }
 }

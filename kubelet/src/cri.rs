@@ -1,8 +1,11 @@
-//! The container runtime as the kubelet sees it: CRI (`runtime.v1`) over gRPC on a unix socket,
-//! RuntimeService and ImageService on one channel. Every call has a deadline, and errors name the
-//! call that failed.
+//! The container runtime as the kubelet sees it: [`Runtime`], one interface with two
+//! implementations chosen by the endpoint. `unix:///…` (the default) is CRI (`runtime.v1`) over gRPC
+//! on a unix socket, RuntimeService and ImageService on one channel; every call has a deadline, and
+//! errors name the call that failed. `hollow://` is the in-memory [`Hollow`] runtime for scale tests,
+//! which runs nothing.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -12,15 +15,34 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::Error;
+use crate::hollow::Hollow;
 
 /// How long an ordinary runtime call may take (image pulls and container stops have their own).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long an image pull may take.
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// A CRI runtime endpoint. Cheap to clone (clones share one connection).
+/// The endpoint scheme that selects the hollow runtime.
+pub const HOLLOW_SCHEME: &str = "hollow://";
+
+/// The node's container runtime: a CRI endpoint or a hollow one. Cheap to clone (clones share one
+/// connection, or one hollow runtime).
 #[derive(Clone)]
 pub struct Runtime {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    /// CRI over gRPC.
+    Cri(Arc<Grpc>),
+    /// The in-memory simulation.
+    Hollow(Arc<Hollow>),
+}
+
+/// The CRI clients, sharing one channel.
+#[derive(Clone)]
+struct Grpc {
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
 }
@@ -68,8 +90,11 @@ fn failed(what: &'static str) -> impl FnOnce(tonic::Status) -> Error {
 
 impl Runtime {
     /// Connects to the runtime at `endpoint` (`unix:///run/containerd/containerd.sock`). The connection
-    /// is made lazily and remade when the runtime restarts.
+    /// is made lazily and remade when the runtime restarts. `hollow://` makes a new hollow runtime.
     pub fn connect(endpoint: &str) -> Result<Runtime, Error> {
+        if endpoint.starts_with(HOLLOW_SCHEME) {
+            return Ok(Runtime::hollow(Arc::new(Hollow::new())));
+        }
         let path = unix_path(endpoint)?;
         let channel = Endpoint::from_static("http://cri.invalid")
             .connect_timeout(Duration::from_secs(5))
@@ -82,21 +107,54 @@ impl Runtime {
                 }
             }));
         Ok(Runtime {
-            runtime: RuntimeServiceClient::new(channel.clone()),
-            images: ImageServiceClient::new(channel).max_decoding_message_size(64 << 20),
+            backend: Backend::Cri(Arc::new(Grpc {
+                runtime: RuntimeServiceClient::new(channel.clone()),
+                images: ImageServiceClient::new(channel).max_decoding_message_size(64 << 20),
+            })),
         })
+    }
+
+    /// A runtime that is the hollow runtime `hollow`.
+    pub fn hollow(hollow: Arc<Hollow>) -> Runtime {
+        Runtime {
+            backend: Backend::Hollow(hollow),
+        }
+    }
+
+    /// The hollow runtime behind this one (None: a real CRI runtime).
+    pub fn as_hollow(&self) -> Option<&Arc<Hollow>> {
+        match &self.backend {
+            Backend::Hollow(h) => Some(h),
+            Backend::Cri(_) => None,
+        }
+    }
+
+    /// Whether this is the hollow runtime: nothing runs, pod addresses are fake, the host is not
+    /// touched.
+    pub fn is_hollow(&self) -> bool {
+        self.as_hollow().is_some()
+    }
+
+    fn grpc(&self) -> Result<&Grpc, &Hollow> {
+        match &self.backend {
+            Backend::Cri(g) => Ok(g),
+            Backend::Hollow(h) => Err(h),
+        }
     }
 
     /// The runtime's name and version (e.g. `containerd`, `1.6.20`).
     pub async fn version(&self) -> Result<cri::VersionResponse, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.version(),
+        };
         let req = call(
             CALL_TIMEOUT,
             cri::VersionRequest {
                 version: "v1".into(),
             },
         );
-        Ok(self
-            .runtime
+        Ok(c.runtime
             .clone()
             .version(req)
             .await
@@ -106,8 +164,12 @@ impl Runtime {
 
     /// The runtime's conditions (RuntimeReady, NetworkReady).
     pub async fn status(&self) -> Result<Vec<cri::RuntimeCondition>, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.status(),
+        };
         let req = call(CALL_TIMEOUT, cri::StatusRequest { verbose: false });
-        let reply = self
+        let reply = c
             .runtime
             .clone()
             .status(req)
@@ -122,8 +184,12 @@ impl Runtime {
 
     /// Every sandbox the runtime has (ready or not).
     pub async fn list_sandboxes(&self) -> Result<Vec<cri::PodSandbox>, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.list_sandboxes(&Default::default()),
+        };
         let req = call(CALL_TIMEOUT, cri::ListPodSandboxRequest { filter: None });
-        let reply = self
+        let reply = c
             .runtime
             .clone()
             .list_pod_sandbox(req)
@@ -137,6 +203,10 @@ impl Runtime {
         &self,
         labels: std::collections::HashMap<String, String>,
     ) -> Result<Vec<cri::PodSandbox>, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.list_sandboxes(&labels),
+        };
         let filter = cri::PodSandboxFilter {
             label_selector: labels,
             ..Default::default()
@@ -147,7 +217,7 @@ impl Runtime {
                 filter: Some(filter),
             },
         );
-        let reply = self
+        let reply = c
             .runtime
             .clone()
             .list_pod_sandbox(req)
@@ -161,6 +231,10 @@ impl Runtime {
         &self,
         labels: std::collections::HashMap<String, String>,
     ) -> Result<Vec<cri::Container>, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.list_containers(&labels),
+        };
         let filter = cri::ContainerFilter {
             label_selector: labels,
             ..Default::default()
@@ -171,7 +245,7 @@ impl Runtime {
                 filter: Some(filter),
             },
         );
-        let reply = self
+        let reply = c
             .runtime
             .clone()
             .list_containers(req)
@@ -182,8 +256,12 @@ impl Runtime {
 
     /// Every container the runtime has (in any state).
     pub async fn list_containers(&self) -> Result<Vec<cri::Container>, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.list_containers(&Default::default()),
+        };
         let req = call(CALL_TIMEOUT, cri::ListContainersRequest { filter: None });
-        let reply = self
+        let reply = c
             .runtime
             .clone()
             .list_containers(req)
@@ -194,6 +272,10 @@ impl Runtime {
 
     /// Starts a sandbox (pause container and network) and returns its ID.
     pub async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> Result<String, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.run_sandbox(config),
+        };
         let req = call(
             CALL_TIMEOUT,
             cri::RunPodSandboxRequest {
@@ -201,7 +283,7 @@ impl Runtime {
                 runtime_handler: String::new(),
             },
         );
-        let reply = self
+        let reply = c
             .runtime
             .clone()
             .run_pod_sandbox(req)
@@ -212,6 +294,10 @@ impl Runtime {
 
     /// A sandbox's status (state and IP addresses).
     pub async fn sandbox_status(&self, id: &str) -> Result<cri::PodSandboxStatus, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.sandbox_status(id),
+        };
         let req = call(
             CALL_TIMEOUT,
             cri::PodSandboxStatusRequest {
@@ -219,7 +305,7 @@ impl Runtime {
                 verbose: false,
             },
         );
-        let reply = self
+        let reply = c
             .runtime
             .clone()
             .pod_sandbox_status(req)
@@ -234,13 +320,17 @@ impl Runtime {
 
     /// Stops a sandbox: its containers are killed and its network torn down.
     pub async fn stop_sandbox(&self, id: &str) -> Result<(), Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.stop_sandbox(id),
+        };
         let req = call(
             CALL_TIMEOUT,
             cri::StopPodSandboxRequest {
                 pod_sandbox_id: id.into(),
             },
         );
-        self.runtime
+        c.runtime
             .clone()
             .stop_pod_sandbox(req)
             .await
@@ -250,13 +340,17 @@ impl Runtime {
 
     /// Removes a stopped sandbox and its containers.
     pub async fn remove_sandbox(&self, id: &str) -> Result<(), Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.remove_sandbox(id),
+        };
         let req = call(
             CALL_TIMEOUT,
             cri::RemovePodSandboxRequest {
                 pod_sandbox_id: id.into(),
             },
         );
-        self.runtime
+        c.runtime
             .clone()
             .remove_pod_sandbox(req)
             .await
@@ -271,6 +365,10 @@ impl Runtime {
         config: cri::ContainerConfig,
         sandbox_config: cri::PodSandboxConfig,
     ) -> Result<String, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.create_container(sandbox_id, config),
+        };
         let req = call(
             CALL_TIMEOUT,
             cri::CreateContainerRequest {
@@ -279,7 +377,7 @@ impl Runtime {
                 sandbox_config: Some(sandbox_config),
             },
         );
-        let reply = self
+        let reply = c
             .runtime
             .clone()
             .create_container(req)
@@ -290,13 +388,17 @@ impl Runtime {
 
     /// Starts a created container.
     pub async fn start_container(&self, id: &str) -> Result<(), Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.start_container(id),
+        };
         let req = call(
             CALL_TIMEOUT,
             cri::StartContainerRequest {
                 container_id: id.into(),
             },
         );
-        self.runtime
+        c.runtime
             .clone()
             .start_container(req)
             .await
@@ -306,6 +408,10 @@ impl Runtime {
 
     /// Stops a container: SIGTERM (or the image's stop signal), then SIGKILL after `grace`.
     pub async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.stop_container(id),
+        };
         let req = call(
             grace + CALL_TIMEOUT,
             cri::StopContainerRequest {
@@ -313,7 +419,7 @@ impl Runtime {
                 timeout: grace.as_secs() as i64,
             },
         );
-        self.runtime
+        c.runtime
             .clone()
             .stop_container(req)
             .await
@@ -323,13 +429,17 @@ impl Runtime {
 
     /// Removes a container.
     pub async fn remove_container(&self, id: &str) -> Result<(), Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.remove_container(id),
+        };
         let req = call(
             CALL_TIMEOUT,
             cri::RemoveContainerRequest {
                 container_id: id.into(),
             },
         );
-        self.runtime
+        c.runtime
             .clone()
             .remove_container(req)
             .await
@@ -339,6 +449,10 @@ impl Runtime {
 
     /// A container's status: state, exit code, reason, times, image reference.
     pub async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.container_status(id),
+        };
         let req = call(
             CALL_TIMEOUT,
             cri::ContainerStatusRequest {
@@ -346,7 +460,7 @@ impl Runtime {
                 verbose: false,
             },
         );
-        let reply = self
+        let reply = c
             .runtime
             .clone()
             .container_status(req)
@@ -366,6 +480,10 @@ impl Runtime {
         cmd: Vec<String>,
         timeout: Duration,
     ) -> Result<cri::ExecSyncResponse, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.exec_sync(id),
+        };
         let req = call(
             timeout + Duration::from_secs(5),
             cri::ExecSyncRequest {
@@ -374,8 +492,7 @@ impl Runtime {
                 timeout: timeout.as_secs() as i64,
             },
         );
-        Ok(self
-            .runtime
+        Ok(c.runtime
             .clone()
             .exec_sync(req)
             .await
@@ -385,9 +502,12 @@ impl Runtime {
 
     /// A URL on the runtime's streaming server where a client runs `request`'s command (once).
     pub async fn exec(&self, request: cri::ExecRequest) -> Result<String, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.stream("Exec"),
+        };
         let req = call(CALL_TIMEOUT, request);
-        Ok(self
-            .runtime
+        Ok(c.runtime
             .clone()
             .exec(req)
             .await
@@ -398,9 +518,12 @@ impl Runtime {
 
     /// A URL on the runtime's streaming server where a client attaches to a container's streams.
     pub async fn attach(&self, request: cri::AttachRequest) -> Result<String, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.stream("Attach"),
+        };
         let req = call(CALL_TIMEOUT, request);
-        Ok(self
-            .runtime
+        Ok(c.runtime
             .clone()
             .attach(req)
             .await
@@ -411,9 +534,12 @@ impl Runtime {
 
     /// A URL on the runtime's streaming server that forwards connections into a sandbox.
     pub async fn port_forward(&self, request: cri::PortForwardRequest) -> Result<String, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.stream("PortForward"),
+        };
         let req = call(CALL_TIMEOUT, request);
-        Ok(self
-            .runtime
+        Ok(c.runtime
             .clone()
             .port_forward(req)
             .await
@@ -424,6 +550,10 @@ impl Runtime {
 
     /// The image's ID when the runtime has it (None when it does not).
     pub async fn image_status(&self, image: &str) -> Result<Option<cri::Image>, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.image_status(image),
+        };
         let req = call(
             CALL_TIMEOUT,
             cri::ImageStatusRequest {
@@ -431,7 +561,7 @@ impl Runtime {
                 verbose: false,
             },
         );
-        let reply = self
+        let reply = c
             .images
             .clone()
             .image_status(req)
@@ -446,6 +576,10 @@ impl Runtime {
         image: &str,
         sandbox: Option<cri::PodSandboxConfig>,
     ) -> Result<String, Error> {
+        let c = match self.grpc() {
+            Ok(c) => c,
+            Err(h) => return h.pull_image(image),
+        };
         let req = call(
             PULL_TIMEOUT,
             cri::PullImageRequest {
@@ -454,7 +588,7 @@ impl Runtime {
                 sandbox_config: sandbox,
             },
         );
-        let reply = self
+        let reply = c
             .images
             .clone()
             .pull_image(req)

@@ -66,6 +66,29 @@ impl Host {
         }
     }
 
+    /// The node's resources as the kubelet reports them: the host's, or on a hollow runtime the
+    /// configured ones ([`Host::simulated`]), without reading anything of the host.
+    pub fn of(config: &crate::Config, runtime: &crate::cri::Runtime) -> Host {
+        if runtime.is_hollow() {
+            Host::simulated(&config.hollow)
+        } else {
+            Host::read(&config.root_dir)
+        }
+    }
+
+    /// A hollow node: fixed resources, all of them free, never under pressure.
+    pub fn simulated(resources: &crate::hollow::Resources) -> Host {
+        Host {
+            cpus: resources.cpu,
+            memory: resources.memory,
+            memory_available: resources.memory,
+            disk: resources.ephemeral_storage,
+            disk_available: resources.ephemeral_storage,
+            pid_max: 4_194_304,
+            pids: 0,
+        }
+    }
+
     /// The node's capacity: cpu, memory, ephemeral-storage and the pod limit.
     pub fn capacity(&self, max_pods: u32) -> BTreeMap<String, Quantity> {
         BTreeMap::from([
@@ -133,6 +156,72 @@ fn read_trimmed(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// What `nodeInfo` and the Hostname address say about the machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct System {
+    /// The host name.
+    pub hostname: String,
+    /// `/etc/machine-id`.
+    pub machine_id: String,
+    /// The boot ID.
+    pub boot_id: String,
+    /// `uname -r`.
+    pub kernel_version: String,
+    /// The operating system's name.
+    pub os_image: String,
+}
+
+impl System {
+    /// This host's, or a made-up one for a hollow node named `node_name`.
+    pub fn of(node_name: &str, runtime: &crate::cri::Runtime) -> System {
+        if runtime.is_hollow() {
+            System::simulated(node_name)
+        } else {
+            System::read()
+        }
+    }
+
+    /// Reads this host.
+    pub fn read() -> System {
+        let (machine_id, boot_id) = machine_and_boot_id();
+        System {
+            hostname: hostname(),
+            machine_id,
+            boot_id,
+            kernel_version: kernel_version(),
+            os_image: os_image(),
+        }
+    }
+
+    /// A hollow node's: its name as host name, a machine ID derived from it, a new boot ID.
+    pub fn simulated(node_name: &str) -> System {
+        let hash = |seed: u64| {
+            node_name.bytes().fold(seed, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+        };
+        let boot: u128 = rand::random();
+        System {
+            hostname: node_name.into(),
+            machine_id: format!(
+                "{:016x}{:016x}",
+                hash(0xcbf2_9ce4_8422_2325),
+                hash(0x8422_2325_cbf2_9ce4)
+            ),
+            boot_id: format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                boot >> 96,
+                (boot >> 80) & 0xffff,
+                (boot >> 64) & 0xffff,
+                (boot >> 48) & 0xffff,
+                boot & 0xffff_ffff_ffff
+            ),
+            kernel_version: "hollow".into(),
+            os_image: "Atoll hollow node".into(),
+        }
+    }
 }
 
 /// The operating system's name as `/etc/os-release` gives it (`PRETTY_NAME`).
@@ -245,6 +334,23 @@ mod tests {
         assert_eq!(meminfo_bytes(text, "MemTotal"), 24683656 * 1024);
         assert_eq!(meminfo_bytes(text, "MemAvailable"), 24240064 * 1024);
         assert_eq!(meminfo_bytes(text, "Missing"), 0);
+    }
+
+    #[test]
+    fn a_hollow_node_reads_nothing_of_the_host() {
+        let h = Host::simulated(&crate::hollow::Resources::default());
+        let cap = h.capacity(110);
+        assert_eq!(
+            (cap["cpu"].0.as_str(), cap["memory"].0.as_str()),
+            ("4", "16777216Ki")
+        );
+        assert_eq!(cap["ephemeral-storage"].0, format!("{}Ki", 100u64 << 20));
+        assert!(!h.memory_pressure() && !h.disk_pressure() && !h.pid_pressure());
+        let a = System::simulated("hollow-1");
+        assert_eq!(a.hostname, "hollow-1");
+        assert_eq!(a.machine_id.len(), 32);
+        assert_eq!(a.machine_id, System::simulated("hollow-1").machine_id);
+        assert_ne!(a.machine_id, System::simulated("hollow-2").machine_id);
     }
 
     #[test]

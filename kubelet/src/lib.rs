@@ -1,12 +1,14 @@
 //! The Atoll kubelet: the node agent. [`run_until`] registers the node ([`node::NodeAgent`]: Node
 //! object, status, Lease heartbeat), writes the node's CNI configuration once it has a pod CIDR
 //! ([`cni`]), and runs the pods bound to the node on a CRI runtime ([`pods::PodManager`], one
-//! [`pods::worker::Worker`] per pod, talking to containerd through [`cri::Runtime`]), and serves
+//! [`pods::worker::Worker`] per pod, talking to containerd through [`cri::Runtime`], or for scale
+//! tests to the simulated [`hollow`] runtime), and serves
 //! container logs to the API server ([`server`], decoding the CRI log files with [`logs`]).
 
 pub mod cgroups;
 pub mod cni;
 pub mod cri;
+pub mod hollow;
 pub mod host;
 pub mod logs;
 pub mod metrics;
@@ -84,7 +86,8 @@ impl Error {
 pub struct Config {
     /// The node's name.
     pub node_name: String,
-    /// The CRI endpoint, `unix:///run/containerd/containerd.sock`.
+    /// The CRI endpoint, `unix:///run/containerd/containerd.sock`; `hollow://` for the simulated
+    /// runtime of scale tests ([`hollow`]), which touches nothing of the host.
     pub runtime_endpoint: String,
     /// The kubelet's state directory (pod volumes, logs, CNI address leases).
     pub root_dir: PathBuf,
@@ -115,6 +118,8 @@ pub struct Config {
     pub lease_renew_interval: Duration,
     /// The first crash-loop and image-pull back-off (Kubernetes: 10 s).
     pub crash_backoff: Duration,
+    /// The capacity a hollow node reports (ignored on a real runtime, which reports the host's).
+    pub hollow: hollow::Resources,
 }
 
 impl Config {
@@ -137,6 +142,7 @@ impl Config {
             status_report_interval: Duration::from_secs(60),
             lease_renew_interval: Duration::from_secs(10),
             crash_backoff: pods::backoff::INITIAL,
+            hollow: hollow::Resources::default(),
         }
     }
 
@@ -169,17 +175,31 @@ pub async fn run_until(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let runtime = cri::Runtime::connect(&config.runtime_endpoint)?;
+    run_on(client, config, runtime, shutdown).await
+}
+
+/// Runs the kubelet on a runtime the caller made (a test keeps a handle on a hollow one) until
+/// `shutdown` completes.
+pub async fn run_on(
+    client: kube::Client,
+    config: Config,
+    runtime: cri::Runtime,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     let version = wait_for_runtime(&runtime).await;
     tracing::info!(runtime = %version.runtime_name, version = %version.runtime_version, "connected to the container runtime");
-    for dir in [
-        config.root_dir.clone(),
-        config.root_dir.join("pods"),
-        config.root_dir.join("logs"),
-    ] {
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
+    // A hollow node makes its directories only when a pod's volumes need them.
+    if !runtime.is_hollow() {
+        for dir in [
+            config.root_dir.clone(),
+            config.root_dir.join("pods"),
+            config.root_dir.join("logs"),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
     }
     let (facts_tx, mut facts) = watch::channel(node::NodeFacts::default());
     let agent = node::NodeAgent::new(client.clone(), config.clone(), runtime.clone(), facts_tx);
@@ -203,7 +223,8 @@ pub async fn run_until(
         Some(addr) => Some(atoll_client::metrics::serve(addr, view.metrics.clone()).await?),
         None => None,
     };
-    let host = host::Host::read(&config.root_dir);
+    let host = host::Host::of(&config, &runtime);
+    let hollow = runtime.as_hollow().cloned();
     let ctx = Arc::new(pods::Context {
         client: client.clone(),
         runtime,
@@ -214,22 +235,33 @@ pub async fn run_until(
             Some(&config.node_name),
         ),
         node_ip: node_ip.to_string(),
-        host_dns: pods::host_dns(),
+        host_dns: if hollow.is_some() {
+            Default::default()
+        } else {
+            pods::host_dns()
+        },
         node_memory: host.memory.saturating_sub(host::MEMORY_RESERVE),
         node_cpu: host.cpus as f64,
         metrics,
         pods: view.pods.clone(),
     });
+    // The pod network: the CNI configuration for a real runtime, the address range for a hollow one.
     let cni_config = {
         let config = config.clone();
         async move {
             loop {
                 let cidr = facts.borrow_and_update().pod_cidr.clone();
                 if let Some(cidr) = cidr {
-                    match cni::write(&config.cni_conf_dir, &cidr, &config.root_dir.join("cni")) {
-                        Ok(true) => tracing::info!(pod_cidr = %cidr, "wrote the CNI configuration"),
+                    let written = match &hollow {
+                        Some(h) => h.set_pod_cidr(&cidr),
+                        None => {
+                            cni::write(&config.cni_conf_dir, &cidr, &config.root_dir.join("cni"))
+                        }
+                    };
+                    match written {
+                        Ok(true) => tracing::info!(pod_cidr = %cidr, "configured the pod network"),
                         Ok(false) => {}
-                        Err(e) => tracing::warn!("writing the CNI configuration: {e}"),
+                        Err(e) => tracing::warn!("configuring the pod network: {e}"),
                     }
                 }
                 if facts.changed().await.is_err() {

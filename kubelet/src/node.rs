@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::cri::Runtime;
-use crate::host::{self, Host};
+use crate::host::{self, Host, System};
 use crate::{Config, Error, KUBELET_VERSION};
 
 /// The namespace holding node heartbeat Leases.
@@ -26,7 +26,8 @@ pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// How long a node Lease is valid without renewal (Kubernetes: 40 s).
 pub const LEASE_DURATION_SECONDS: i32 = 40;
 
-/// What the node agent learns from the Node object that other parts need: its pod CIDR.
+/// What the node agent learns from the Node object that other parts need: its pod CIDR (the
+/// configured one while the Node has none).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeFacts {
     /// `spec.podCIDR`, once assigned.
@@ -69,7 +70,7 @@ pub fn labels(config: &Config) -> BTreeMap<String, String> {
 }
 
 /// The node's addresses: InternalIP and Hostname.
-pub fn addresses(node_ip: IpAddr) -> Vec<NodeAddress> {
+pub fn addresses(node_ip: IpAddr, hostname: &str) -> Vec<NodeAddress> {
     vec![
         NodeAddress {
             type_: "InternalIP".into(),
@@ -77,7 +78,7 @@ pub fn addresses(node_ip: IpAddr) -> Vec<NodeAddress> {
         },
         NodeAddress {
             type_: "Hostname".into(),
-            address: host::hostname(),
+            address: hostname.into(),
         },
     ]
 }
@@ -162,14 +163,14 @@ pub fn status(
     config: &Config,
     node_ip: IpAddr,
     host: &Host,
+    system: &System,
     runtime: &RuntimeHealth,
     now: &Time,
 ) -> NodeStatus {
-    let (machine_id, boot_id) = host::machine_and_boot_id();
     NodeStatus {
         capacity: Some(host.capacity(config.max_pods)),
         allocatable: Some(host.allocatable(config.max_pods)),
-        addresses: Some(addresses(node_ip)),
+        addresses: Some(addresses(node_ip, &system.hostname)),
         conditions: Some(conditions(host, runtime, now)),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint {
@@ -181,14 +182,14 @@ pub fn status(
                 .get("kubernetes.io/arch")
                 .cloned()
                 .unwrap_or_default(),
-            boot_id,
+            boot_id: system.boot_id.clone(),
             container_runtime_version: runtime.version.clone(),
-            kernel_version: host::kernel_version(),
+            kernel_version: system.kernel_version.clone(),
             kube_proxy_version: String::new(),
             kubelet_version: KUBELET_VERSION.into(),
-            machine_id,
+            machine_id: system.machine_id.clone(),
             operating_system: "linux".into(),
-            os_image: host::os_image(),
+            os_image: system.os_image.clone(),
             system_uuid: String::new(),
             ..Default::default()
         }),
@@ -218,6 +219,7 @@ pub struct NodeAgent {
     config: Config,
     runtime: Runtime,
     node_ip: IpAddr,
+    system: System,
     facts: watch::Sender<NodeFacts>,
 }
 
@@ -229,12 +231,20 @@ impl NodeAgent {
         runtime: Runtime,
         facts: watch::Sender<NodeFacts>,
     ) -> NodeAgent {
-        let node_ip = config.node_ip.unwrap_or_else(host::default_node_ip);
+        let node_ip = config.node_ip.unwrap_or_else(|| {
+            if runtime.is_hollow() {
+                IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            } else {
+                host::default_node_ip()
+            }
+        });
+        let system = System::of(&config.node_name, &runtime);
         NodeAgent {
             client,
             config,
             runtime,
             node_ip,
+            system,
             facts,
         }
     }
@@ -308,7 +318,8 @@ impl NodeAgent {
             .spec
             .as_ref()
             .and_then(|s| s.pod_cidr.clone())
-            .filter(|c| !c.is_empty());
+            .filter(|c| !c.is_empty())
+            .or_else(|| self.config.pod_cidr.clone());
         self.facts.send_if_modified(|f| {
             let changed = f.pod_cidr != pod_cidr;
             f.pod_cidr = pod_cidr;
@@ -393,10 +404,17 @@ impl NodeAgent {
             }
         };
         self.learn(&node);
-        let host = Host::read(&self.config.root_dir);
+        let host = Host::of(&self.config, &self.runtime);
         let health = self.runtime_health().await;
         let now = Time(jiff::Timestamp::now());
-        let mut status = status(&self.config, self.node_ip, &host, &health, &now);
+        let mut status = status(
+            &self.config,
+            self.node_ip,
+            &host,
+            &self.system,
+            &health,
+            &now,
+        );
         let old = node
             .status
             .as_ref()
@@ -483,6 +501,10 @@ mod tests {
         }
     }
 
+    fn system() -> System {
+        System::simulated("n1")
+    }
+
     #[test]
     fn ready_when_the_runtime_is() {
         let now = Time(jiff::Timestamp::now());
@@ -555,10 +577,12 @@ mod tests {
             version: String::new(),
         };
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let sys = system();
         let a = status(
             &config,
             ip,
             &host(),
+            &sys,
             &ok,
             &Time(jiff::Timestamp::from_second(1).unwrap()),
         );
@@ -566,6 +590,7 @@ mod tests {
             &config,
             ip,
             &host(),
+            &sys,
             &ok,
             &Time(jiff::Timestamp::from_second(99).unwrap()),
         );
@@ -576,6 +601,7 @@ mod tests {
             &config,
             ip,
             &h,
+            &sys,
             &ok,
             &Time(jiff::Timestamp::from_second(99).unwrap()),
         );

@@ -2,7 +2,7 @@
 //! until it succeeds, then its liveness and readiness probes, each on its own period with its
 //! thresholds. Results go into a shared table the pod worker reads, and the worker is woken on every
 //! change. exec probes run through the runtime (ExecSync); httpGet succeeds on 200–399; tcpSocket on
-//! a connection.
+//! a connection (on a hollow runtime, network probes succeed: see [`run_once`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -103,7 +103,14 @@ fn port(c: &Container, p: &IntOrString) -> Result<u16, String> {
 }
 
 /// Runs one probe once: Ok on success, Err with the failure message.
+///
+/// On a hollow runtime the pod addresses are made up and nothing listens on them, so httpGet,
+/// tcpSocket and gRPC probes succeed without a connection; exec probes still go to the runtime
+/// (whose ExecSync succeeds in a running container).
 pub async fn run_once(target: &Target, probe: &Probe) -> Result<(), String> {
+    if target.runtime.is_hollow() && probe.exec.is_none() {
+        return Ok(());
+    }
     let timeout = secs(probe.timeout_seconds, 1).max(Duration::from_secs(1));
     if let Some(exec) = &probe.exec {
         let cmd = exec.command.clone().unwrap_or_default();
@@ -206,7 +213,8 @@ fn schedule(p: &Probe) -> Schedule {
     }
 }
 
-/// Runs a container's probes until the task is aborted, writing verdicts into `table` and waking
+/// Runs a container's probes until the task is aborted (each probe's future boxed while it runs,
+/// so that a waiting prober stays small), writing verdicts into `table` and waking
 /// `wake` on every change.
 pub async fn run(target: Target, table: Table, wake: Arc<Notify>) {
     let c = target.container.clone();
@@ -222,7 +230,7 @@ pub async fn run(target: Target, table: Table, wake: Arc<Notify>) {
         tokio::time::sleep(s.initial_delay).await;
         let mut failures = 0;
         loop {
-            match run_once(&target, p).await {
+            match Box::pin(run_once(&target, p)).await {
                 Ok(()) => break,
                 Err(e) => {
                     failures += 1;
@@ -249,7 +257,7 @@ pub async fn run(target: Target, table: Table, wake: Arc<Notify>) {
         tokio::time::sleep(s.initial_delay).await;
         let mut failures = 0;
         loop {
-            match run_once(&target, p).await {
+            match Box::pin(run_once(&target, p)).await {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
@@ -270,7 +278,7 @@ pub async fn run(target: Target, table: Table, wake: Arc<Notify>) {
         tokio::time::sleep(s.initial_delay).await;
         let (mut successes, mut failures) = (0, 0);
         loop {
-            match run_once(&target, p).await {
+            match Box::pin(run_once(&target, p)).await {
                 Ok(()) => {
                     failures = 0;
                     successes += 1;
@@ -358,6 +366,28 @@ mod tests {
                 .unwrap_err()
                 .contains("not a named port")
         );
+    }
+
+    #[tokio::test]
+    async fn on_a_hollow_runtime_network_probes_pass_and_exec_probes_ask_the_runtime() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut t = target(json!({"name": "c"}));
+        t.runtime = Runtime::hollow(Arc::new(crate::hollow::Hollow::new()));
+        for p in [
+            json!({"httpGet": {"port": closed}}),
+            json!({"tcpSocket": {"port": closed}}),
+        ] {
+            let probe: Probe = serde_json::from_value(p).unwrap();
+            assert_eq!(run_once(&t, &probe).await, Ok(()));
+        }
+        let probe: Probe =
+            serde_json::from_value(json!({"exec": {"command": ["cat", "/ready"]}})).unwrap();
+        let err = run_once(&t, &probe).await.unwrap_err();
+        assert!(err.contains("not found"), "no container c1: {err}");
     }
 
     #[tokio::test]

@@ -47,18 +47,20 @@ fn select(
 }
 
 /// Sets up every volume of the pod; returns the host path of each by name, or a `FailedMount`
-/// message.
+/// message. `tmpfs`: memory-backed volumes get their tmpfs (not on a hollow node, which mounts
+/// nothing).
 pub async fn prepare(
     root: &Path,
     pod: &Pod,
     sources: &Sources,
     env: &EnvContext<'_>,
+    tmpfs: bool,
 ) -> Result<HashMap<String, PathBuf>, String> {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let base = pod_dir(root, uid).join("volumes");
     let mut out = HashMap::new();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let path = prepare_one(&base, pod, v, sources, env)
+        let path = prepare_one(&base, pod, v, sources, env, tmpfs)
             .await
             .map_err(|e| format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name))?;
         out.insert(v.name.clone(), path);
@@ -72,11 +74,12 @@ async fn prepare_one(
     v: &Volume,
     sources: &Sources,
     env: &EnvContext<'_>,
+    tmpfs: bool,
 ) -> Result<PathBuf, String> {
     if let Some(e) = &v.empty_dir {
         let dir = base.join("kubernetes.io~empty-dir").join(&v.name);
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        if e.medium.as_deref() == Some("Memory") {
+        if tmpfs && e.medium.as_deref() == Some("Memory") {
             // As Kubernetes sizes it: the sizeLimit, else the node's allocatable memory.
             let size = e
                 .size_limit
@@ -170,7 +173,7 @@ async fn prepare_one(
         }
     };
     let dir = base.join(format!("kubernetes.io~{plugin}")).join(&v.name);
-    if matches!(plugin, "secret" | "projected") {
+    if tmpfs && matches!(plugin, "secret" | "projected") {
         // As Kubernetes keeps them: in memory, never on the node's disk.
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         mounts::tmpfs(&dir, env.node_memory)?;

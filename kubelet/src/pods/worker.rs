@@ -142,7 +142,8 @@ impl Worker {
         }
     }
 
-    /// Runs until the pod is gone from the API server and from the runtime.
+    /// Runs until the pod is gone from the API server and from the runtime. A pass's future is boxed
+    /// for its duration only, so an idle worker stays small (thousands of them on a hollow node).
     pub async fn run(mut self, mut updates: watch::Receiver<Update>) {
         loop {
             let pod = updates.borrow_and_update().pod.clone();
@@ -150,16 +151,16 @@ impl Worker {
                 Some(pod) => {
                     self.last_pod = Some(pod.clone());
                     let result = if pod.metadata.deletion_timestamp.is_some() {
-                        self.terminate(&pod).await
+                        Box::pin(self.terminate(&pod)).await
                     } else {
-                        self.sync(&pod).await
+                        Box::pin(self.sync(&pod)).await
                     };
                     result.unwrap_or_else(|e| {
                         tracing::warn!(pod = %pod_id(&pod), "sync failed: {e}");
                         Next::Resync(RETRY)
                     })
                 }
-                None => match self.remove().await {
+                None => match Box::pin(self.remove()).await {
                     Ok(()) => Next::Done,
                     Err(e) => {
                         tracing::warn!(uid = %self.uid, "cleaning up a removed pod: {e}");
@@ -420,7 +421,9 @@ impl Worker {
     fn sandbox_config(&self, pod: &Pod, qos: Qos, attempt: u32) -> k8s_cri::v1::PodSandboxConfig {
         let cfg = &self.ctx.config;
         let log_directory = spec::log_directory(&cfg.root_dir.join("logs"), pod);
-        let _ = std::fs::create_dir_all(&log_directory);
+        if !self.ctx.runtime.is_hollow() {
+            let _ = std::fs::create_dir_all(&log_directory);
+        }
         spec::sandbox_config(
             pod,
             &SandboxInputs {
@@ -515,15 +518,23 @@ impl Worker {
             let env = env::resolve(pod, c, &env_ctx, &mut sources)
                 .await
                 .map_err(|e| ("CreateContainerConfigError", e))?;
-            let vols = volumes::prepare(&ctx.config.root_dir, pod, &sources, &env_ctx)
-                .await
-                .map_err(|e| ("FailedMount", e))?;
+            let vols = volumes::prepare(
+                &ctx.config.root_dir,
+                pod,
+                &sources,
+                &env_ctx,
+                !ctx.runtime.is_hollow(),
+            )
+            .await
+            .map_err(|e| ("FailedMount", e))?;
             let host_network = pod
                 .spec
                 .as_ref()
                 .and_then(|s| s.host_network)
                 .unwrap_or(false);
-            let hosts = if host_network {
+            // A hollow runtime mounts nothing: no hosts file or termination log to write.
+            let hollow = ctx.runtime.is_hollow();
+            let hosts = if host_network || hollow {
                 None
             } else {
                 Some(
@@ -538,8 +549,9 @@ impl Worker {
             let mounts = volumes::mounts(c, &vols, hosts.as_deref())
                 .map_err(|e| ("CreateContainerConfigError", e))?;
             let mut mounts = mounts;
-            if let Some(m) = volumes::termination_log(&ctx.config.root_dir, pod, c, attempt)
-                .map_err(|e| ("CreateContainerConfigError", e))?
+            if !hollow
+                && let Some(m) = volumes::termination_log(&ctx.config.root_dir, pod, c, attempt)
+                    .map_err(|e| ("CreateContainerConfigError", e))?
             {
                 mounts.push(m);
             }
@@ -709,7 +721,14 @@ impl Worker {
             node_cpu: ctx.node_cpu,
             node_memory: ctx.node_memory,
         };
-        if let Err(message) = volumes::prepare(&ctx.config.root_dir, pod, &sources, &env_ctx).await
+        if let Err(message) = volumes::prepare(
+            &ctx.config.root_dir,
+            pod,
+            &sources,
+            &env_ctx,
+            !ctx.runtime.is_hollow(),
+        )
+        .await
         {
             self.event(pod, None, EventType::Warning, "FailedMount", message)
                 .await;
@@ -1184,7 +1203,7 @@ impl Worker {
         Ok(())
     }
 
-    /// Removes the pod's directory, logs and cgroup.
+    /// Removes the pod's directory, logs and cgroup (a hollow runtime made no cgroup).
     fn clean_node_state(&self, pod: &Pod) {
         let cfg = &self.ctx.config;
         let dir = volumes::pod_dir(&cfg.root_dir, &self.uid);
@@ -1196,6 +1215,9 @@ impl Worker {
             Err(e) => tracing::warn!(pod = %pod_id(pod), "keeping the pod's directory: {e}"),
         }
         let _ = std::fs::remove_dir_all(spec::log_directory(&cfg.root_dir.join("logs"), pod));
+        if self.ctx.runtime.is_hollow() {
+            return;
+        }
         crate::cgroups::remove(&spec::cgroup_parent(
             &cfg.cgroup_root,
             spec::qos(pod),
