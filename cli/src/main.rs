@@ -33,7 +33,7 @@ enum Command {
     /// Run the kubelet (registers this node and runs the pods bound to it on a CRI runtime).
     Kubelet(KubeletArgs),
     /// Start a local cluster in the background: control plane, image registry, and per node a
-    /// network namespace with containerd and a kubelet; returns once every node is Ready.
+    /// network namespace with containerd, a kubelet and the proxy; returns once every node is Ready.
     Up(UpArgs),
     /// Stop the local cluster `up` started and remove everything it made.
     Down(DownArgs),
@@ -75,7 +75,7 @@ struct UpArgs {
     controller_manager_port: u16,
     /// More flags for a component, as COMPONENT=FLAG (repeatable), e.g.
     /// `controller-manager=--node-monitor-grace-period=20s`; components: apiserver, scheduler,
-    /// controller-manager, kubelet (every node's).
+    /// controller-manager, kubelet and proxy (every node's).
     #[arg(long = "extra-args")]
     extra_args: Vec<String>,
     /// The repository's deploy/ directory (default: found beside the binary).

@@ -2,7 +2,7 @@
 //! (`atoll up --supervise`, [`supervise`]) and shows its progress until the cluster is up. The
 //! supervisor starts etcd, the API server, the scheduler, the controller manager and an image
 //! registry in the current network namespace, and per node a host of its own: a network namespace
-//! on the cluster's bridge ([`net`]) with its own containerd and kubelet; it routes every node's pod
+//! on the cluster's bridge ([`net`]) with its own containerd, kubelet and service proxy; it routes every node's pod
 //! CIDR to that node ([`routes`]), restarts whatever exits ([`process::Supervised`]), and on
 //! SIGTERM stops everything and removes what it made ([`teardown`]). `atoll down` ([`down`]) asks
 //! it to, and cleans up after a crash too.
@@ -43,12 +43,18 @@ pub struct UpOptions {
     pub deploy_dir: PathBuf,
     /// The `atoll` binary the components run as.
     pub atoll: PathBuf,
-    /// Extra flags by component (`apiserver`, `scheduler`, `controller-manager`, `kubelet`).
+    /// Extra flags by component (`apiserver`, `scheduler`, `controller-manager`, `kubelet`, `proxy`).
     pub extra_args: Vec<(String, String)>,
 }
 
 /// The components whose flags `--extra-args` may add to.
-pub const COMPONENTS: [&str; 4] = ["apiserver", "scheduler", "controller-manager", "kubelet"];
+pub const COMPONENTS: [&str; 5] = [
+    "apiserver",
+    "scheduler",
+    "controller-manager",
+    "kubelet",
+    "proxy",
+];
 
 /// Parses `COMPONENT=FLAG` (such as `controller-manager=--node-monitor-grace-period=20s`).
 pub fn parse_extra_arg(text: &str) -> anyhow::Result<(String, String)> {
@@ -411,7 +417,7 @@ async fn start_node(
     running: &mut Vec<Supervised>,
 ) -> anyhow::Result<()> {
     progress::step(&format!(
-        "starting {} ({}, network namespace {}): containerd and the kubelet",
+        "starting {} ({}, network namespace {}): containerd, the kubelet and the proxy",
         n.name, n.ip, n.netns
     ));
     let dir = n.containerd_dir();
@@ -467,6 +473,26 @@ async fn start_node(
                     &dir.join("cni-conf").display().to_string(),
                     "--cgroup-root",
                     &n.cgroup_root,
+                ],
+            ),
+        )
+        .in_netns(&n.netns),
+        layout.clone(),
+    ));
+    running.push(Supervised::start(
+        opts.with_extra(
+            "proxy",
+            Spec::new(
+                &format!("proxy-{}", n.name),
+                &opts.atoll,
+                &[
+                    "proxy",
+                    "--kubeconfig",
+                    &layout.kubeconfig().display().to_string(),
+                    "--node-name",
+                    &n.name,
+                    "--cluster-cidr",
+                    &layout.cluster_cidr,
                 ],
             ),
         )

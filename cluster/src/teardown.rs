@@ -25,6 +25,7 @@ pub async fn run(layout: &Layout) -> Vec<String> {
     let mut left = vec![];
     for n in layout.all_nodes().into_iter().rev() {
         for name in [
+            format!("proxy-{}", n.name),
             format!("kubelet-{}", n.name),
             format!("containerd-{}", n.name),
         ] {

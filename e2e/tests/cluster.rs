@@ -1,5 +1,7 @@
 //! A whole local cluster from `atoll up --nodes 3` (each node a network namespace with its own
-//! containerd and kubelet), driven with the real kubectl: an RC's pods spread over the hosts, reach
+//! containerd, kubelet and proxy), driven with the real kubectl: the Atomic demo's Services answer
+//! through their ClusterIP and NodePort from pods and hosts (also on one host); an RC's pods spread
+//! over the hosts, reach
 //! each other across hosts and are reached from the control plane's namespace, a deleted pod is
 //! replaced, logs and exec work on every host, a host cut off from the network becomes NotReady and
 //! its pods are recreated on the others, it rejoins when its link returns, and `atoll down` leaves
@@ -34,7 +36,12 @@ spec:
 
 /// GETs `/` from `ip:80`, retrying while nothing listens there yet.
 fn http_get(ip: &str) -> String {
-    let addr = format!("{ip}:80").parse().expect("address");
+    http_get_addr(&format!("{ip}:80"))
+}
+
+/// GETs `/` from `addr` (`ip:port`), retrying while nothing listens there yet.
+fn http_get_addr(addr: &str) -> String {
+    let addr = addr.parse().expect("address");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
@@ -51,6 +58,113 @@ fn http_get(ip: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// GETs `/` from `addr` inside network namespace `netns` (a node, as a process on that host would).
+fn http_get_in(netns: &str, addr: &str) -> String {
+    let ns = std::fs::File::open(format!("/run/netns/{netns}")).expect("the node's namespace");
+    let addr = addr.to_string();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        http_get_addr(&addr)
+    })
+    .join()
+    .expect("the request thread")
+}
+
+/// The Atomic demo (`deploy/examples/atomic-demo.yaml`) on `cluster`: each Service answers with its
+/// own page through its ClusterIP from a pod and from every host, and through its NodePort from
+/// every host to every other; scaling web-one to 3 spreads it over the hosts.
+fn check_demo(cluster: &LocalCluster, nodes: u32) {
+    let env = &cluster.env;
+    let demo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/examples/atomic-demo.yaml"
+    );
+    env.ok(&["apply", "-f", demo]);
+    for app in ["web-one", "web-two"] {
+        env.wait_for(
+            &[
+                "get",
+                "endpoints",
+                app,
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].ip}",
+            ],
+            90,
+            |out| out.split_whitespace().count() == 2,
+        );
+    }
+    let id = cluster.id();
+    let page = |app: &str| {
+        if app == "web-one" {
+            "<body>Container one</body>"
+        } else {
+            "<body>Container two</body>"
+        }
+    };
+    let pod = env.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web-one",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    for (app, node_port) in [("web-one", 30081), ("web-two", 30082)] {
+        let ip = env.ok(&["get", "svc", app, "-o", "jsonpath={.spec.clusterIP}"]);
+        let from_pod = env.ok(&[
+            "exec",
+            &pod,
+            "--",
+            "sh",
+            "-c",
+            &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} 80"),
+        ]);
+        assert!(from_pod.contains(page(app)), "{app} from a pod: {from_pod}");
+        for i in 1..=nodes {
+            let netns = format!("atoll{id}-{i}");
+            let got = http_get_in(&netns, &format!("{ip}:80"));
+            assert!(
+                got.contains(page(app)),
+                "{app} ClusterIP from node-{i}: {got}"
+            );
+            let other = i % nodes + 1;
+            let target = format!("10.99.0.{}:{node_port}", other + 1);
+            let got = http_get_in(&netns, &target);
+            assert!(
+                got.contains(page(app)),
+                "{app} NodePort {target} from node-{i}: {got}"
+            );
+        }
+    }
+    env.ok(&["scale", "rc", "web-one", "--replicas=3"]);
+    env.wait_for(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web-one",
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ],
+        60,
+        |out| {
+            let mut hosts: Vec<&str> = out.split_whitespace().collect();
+            let count = hosts.len();
+            hosts.sort();
+            hosts.dedup();
+            count == 3 && hosts.len() == (nodes as usize).min(3)
+        },
+    );
+}
+
+#[test]
+fn one_host_runs_the_atomic_demo() {
+    isolate_network();
+    let cluster = LocalCluster::up(1);
+    check_demo(&cluster, 1);
 }
 
 /// (pod, node, IP) of the RC's running pods.
@@ -148,6 +262,8 @@ fn three_hosts_run_pods_that_reach_each_other() {
         })
     });
     assert!(!pods(&cluster).iter().any(|p| &p.0 == to));
+
+    check_demo(&cluster, 3);
 
     // A host cut off: NotReady, its pods replaced on the others; back, it rejoins and stops them.
     let id = cluster.id();
