@@ -114,26 +114,10 @@ fn main() {
     write_kubeconfig(&kubeconfig, &api.base);
     let healthz = free_port();
     let mut kubelet = Command::new(atoll_bin())
-        .args([
-            "kubelet",
-            "--node-name",
-            NODE,
-            "--node-ip",
-            NODE_IP,
-            "--pod-cidr",
-            "10.88.0.0/24",
-            "--kubeconfig",
-        ])
+        .arg("kubelet")
+        .args(containerd.kubelet_flags(NODE, NODE_IP))
+        .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .arg(format!(
-            "--container-runtime-endpoint={}",
-            containerd.endpoint()
-        ))
-        .arg("--root-dir")
-        .arg(containerd.kubelet_root())
-        .arg("--cni-conf-dir")
-        .arg(containerd.cni_conf_dir())
-        .arg(format!("--cgroup-root={}", containerd.cgroup_root()))
         .arg(format!("--healthz-bind-address=127.0.0.1:{healthz}"))
         .env("ATOLL_LOG", "warn")
         .stdout(Stdio::null())

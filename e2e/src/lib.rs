@@ -154,6 +154,38 @@ impl Env {
         Component { child }
     }
 
+    /// Starts `atoll kubelet` for node `node` at `node_ip` on `containerd`, its server and healthz on
+    /// free ports; returns it and its healthz address.
+    pub fn kubelet(
+        &self,
+        containerd: &atoll_testkit::runtime::Containerd,
+        node: &str,
+        node_ip: &str,
+    ) -> (Component, String) {
+        let healthz = format!("127.0.0.1:{}", atoll_testkit::free_port());
+        let mut args = vec!["kubelet".to_string()];
+        args.extend(containerd.kubelet_flags(node, node_ip));
+        args.extend([
+            "--port".to_string(),
+            atoll_testkit::free_port().to_string(),
+            format!("--healthz-bind-address={healthz}"),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        (self.component("kubelet", &args), healthz)
+    }
+
+    /// Starts the scheduler (no leader election, metrics on a free port).
+    pub fn scheduler(&self) -> Component {
+        let metrics = format!(
+            "--metrics-bind-address=127.0.0.1:{}",
+            atoll_testkit::free_port()
+        );
+        self.component(
+            "scheduler",
+            &["scheduler", "--leader-elect=false", &metrics],
+        )
+    }
+
     /// Writes a file in the private directory and returns its path.
     pub fn write(&self, name: &str, content: &str) -> String {
         let p = self.path(name);

@@ -10,7 +10,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use atoll_e2e::{Component, Env, kubectl_dir};
+use atoll_e2e::{Env, kubectl_dir};
 use atoll_testkit::runtime::{Containerd, Registry, add_node_address, isolate_network};
 
 const NODE: &str = "e2e-node";
@@ -43,50 +43,6 @@ fn http_get(addr: &str) -> String {
     }
 }
 
-/// Starts `atoll kubelet` for node [`NODE`] on `containerd`; returns it and its healthz address.
-fn start_kubelet(env: &Env, containerd: &Containerd) -> (Component, String) {
-    let root = containerd.kubelet_root();
-    let healthz_addr = format!("127.0.0.1:{}", atoll_testkit::free_port());
-    let healthz = format!("--healthz-bind-address={healthz_addr}");
-    let kubelet_port = atoll_testkit::free_port().to_string();
-    let kubelet = env.component(
-        "kubelet",
-        &[
-            "kubelet",
-            "--node-name",
-            NODE,
-            "--node-ip",
-            NODE_IP,
-            "--pod-cidr",
-            "10.88.0.0/24",
-            "--container-runtime-endpoint",
-            &containerd.endpoint(),
-            "--root-dir",
-            &root.to_string_lossy(),
-            "--cni-conf-dir",
-            &containerd.cni_conf_dir().to_string_lossy(),
-            "--cgroup-root",
-            containerd.cgroup_root(),
-            "--port",
-            &kubelet_port,
-            &healthz,
-        ],
-    );
-    (kubelet, healthz_addr)
-}
-
-/// Starts the scheduler (no leader election).
-fn start_scheduler(env: &Env) -> Component {
-    let metrics = format!(
-        "--metrics-bind-address=127.0.0.1:{}",
-        atoll_testkit::free_port()
-    );
-    env.component(
-        "scheduler",
-        &["scheduler", "--leader-elect=false", &metrics],
-    )
-}
-
 #[test]
 fn kubectl_runs_pods_reads_logs_and_deletes_them() {
     isolate_network();
@@ -94,8 +50,8 @@ fn kubectl_runs_pods_reads_logs_and_deletes_them() {
     let registry = Registry::start();
     let containerd = Containerd::start(&registry);
     let env = Env::start();
-    let _kubelet = start_kubelet(&env, &containerd);
-    let _scheduler = start_scheduler(&env);
+    let _kubelet = env.kubelet(&containerd, NODE, NODE_IP);
+    let _scheduler = env.scheduler();
     env.wait_for(&["get", "node", NODE], 30, |out| out.contains(" Ready "));
 
     // A pod from `kubectl run`, scheduled onto the node and serving on its pod IP.
@@ -194,8 +150,8 @@ fn kubectl_sees_restarts_probes_limits_and_adoption() {
     let registry = Registry::start();
     let containerd = Containerd::start(&registry);
     let env = Env::start();
-    let (mut kubelet, _) = start_kubelet(&env, &containerd);
-    let _scheduler = start_scheduler(&env);
+    let (mut kubelet, _) = env.kubelet(&containerd, NODE, NODE_IP);
+    let _scheduler = env.scheduler();
     env.wait_for(&["get", "node", NODE], 30, |out| out.contains(" Ready "));
     let image = registry.image("busybox:1.35");
     let httpd = r#"["httpd", "-f", "-p", "80", "-h", "/www"]"#;
@@ -344,7 +300,7 @@ spec:
     };
     let before = (id("web"), id("ready"));
     kubelet.kill();
-    let (_kubelet, healthz) = start_kubelet(&env, &containerd);
+    let (_kubelet, healthz) = env.kubelet(&containerd, NODE, NODE_IP);
     // Once it serves, it is watched for a few relists (one a second): nothing may restart.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(&healthz).is_err() {

@@ -307,43 +307,8 @@ fn kubectl_execs_attaches_and_forwards_ports() {
     let registry = Registry::start();
     let containerd = Containerd::start(&registry);
     let env = Env::start();
-    let root = containerd.kubelet_root();
-    let healthz = format!(
-        "--healthz-bind-address=127.0.0.1:{}",
-        atoll_testkit::free_port()
-    );
-    let kubelet_port = atoll_testkit::free_port().to_string();
-    let _kubelet = env.component(
-        "kubelet",
-        &[
-            "kubelet",
-            "--node-name",
-            NODE,
-            "--node-ip",
-            NODE_IP,
-            "--pod-cidr",
-            "10.88.0.0/24",
-            "--container-runtime-endpoint",
-            &containerd.endpoint(),
-            "--root-dir",
-            &root.to_string_lossy(),
-            "--cni-conf-dir",
-            &containerd.cni_conf_dir().to_string_lossy(),
-            "--cgroup-root",
-            containerd.cgroup_root(),
-            "--port",
-            &kubelet_port,
-            &healthz,
-        ],
-    );
-    let metrics = format!(
-        "--metrics-bind-address=127.0.0.1:{}",
-        atoll_testkit::free_port()
-    );
-    let _scheduler = env.component(
-        "scheduler",
-        &["scheduler", "--leader-elect=false", &metrics],
-    );
+    let _kubelet = env.kubelet(&containerd, NODE, NODE_IP);
+    let _scheduler = env.scheduler();
     env.wait_for(&["get", "node", NODE], 30, |out| out.contains(" Ready "));
 
     let image = registry.image("busybox:1.35");

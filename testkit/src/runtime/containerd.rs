@@ -146,6 +146,31 @@ impl Containerd {
         self.dir.path().join("kubelet")
     }
 
+    /// The flags of an `atoll kubelet` for node `node` at `node_ip` on this containerd: pod CIDR
+    /// 10.88.0.0/24, the runtime endpoint, [`kubelet_root`](Self::kubelet_root), the CNI directory
+    /// and the cgroup root. Callers add `--kubeconfig` and the ports.
+    pub fn kubelet_flags(&self, node: &str, node_ip: &str) -> Vec<String> {
+        [
+            "--node-name",
+            node,
+            "--node-ip",
+            node_ip,
+            "--pod-cidr",
+            "10.88.0.0/24",
+            "--container-runtime-endpoint",
+            &self.endpoint(),
+            "--root-dir",
+            &self.kubelet_root().to_string_lossy(),
+            "--cni-conf-dir",
+            &self.cni_conf_dir.to_string_lossy(),
+            "--cgroup-root",
+            &self.cgroup_root,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
     /// The CRI endpoint as a kubelet flag names it: `unix:///…/containerd.sock`.
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.socket.display())
