@@ -31,7 +31,29 @@ spec:
       containers:
       - name: web
         image: localhost:5000/busybox:1.35
-        command: [sh, -c, 'echo serving on $(hostname); exec httpd -f -p 80 -h /www']
+        command: [sh, -c, 'echo serving on $(hostname); mkdir -p /srv/www; hostname > /srv/www/index.html; exec httpd -f -p 80 -h /srv/www']
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sticky}
+spec:
+  selector: {app: web}
+  sessionAffinity: ClientIP
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nobody}
+spec:
+  selector: {app: nobody}
+  ports: [{port: 80}]
 "#;
 
 /// GETs `/` from `ip:80`, retrying while nothing listens there yet.
@@ -167,6 +189,110 @@ fn one_host_runs_the_atomic_demo() {
     check_demo(&cluster, 1);
 }
 
+/// The pod that answered a GET of `/` (each serves its own name).
+fn answered(page: &str) -> String {
+    page.lines().last().unwrap_or_default().trim().to_string()
+}
+
+/// The Services over the RC's pods, through the proxies: a ClusterIP spreads a host's requests over
+/// the pods, a pod reaches itself through it (hairpin), ClientIP affinity keeps a client on one pod,
+/// a Service without endpoints refuses at once, and a deleted pod leaves the rotation within a
+/// second.
+fn check_services(cluster: &LocalCluster, running: &[(String, String, String)]) {
+    let env = &cluster.env;
+    let host = format!("atoll{}-2", cluster.id());
+    let ip = |svc: &str| env.ok(&["get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}"]);
+    let web = format!("{}:80", ip("web"));
+    env.wait_for(
+        &[
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ],
+        30,
+        |out| out.split_whitespace().count() == 6,
+    );
+    let mut seen: Vec<String> = (0..50)
+        .map(|_| answered(&http_get_in(&host, &web)))
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert!(seen.len() >= 3, "50 requests reached only {seen:?}");
+    assert!(
+        seen.iter().all(|p| running.iter().any(|r| &r.0 == p)),
+        "{seen:?}"
+    );
+
+    let (pod, _, _) = &running[0];
+    let hairpin = env.ok(&[
+        "exec",
+        pod,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "for i in $(seq 1 60); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {} 80 | tail -n 1; done",
+            ip("web")
+        ),
+    ]);
+    assert!(
+        hairpin.lines().any(|l| l.trim() == pod.as_str()),
+        "{pod} never reached itself through its Service: {hairpin}"
+    );
+
+    let sticky = format!("{}:80", ip("sticky"));
+    let mut pinned: Vec<String> = (0..20)
+        .map(|_| answered(&http_get_in(&host, &sticky)))
+        .collect();
+    pinned.dedup();
+    assert_eq!(pinned.len(), 1, "ClientIP affinity: {pinned:?}");
+
+    let nobody = format!("{}:80", ip("nobody"));
+    let refused = {
+        let ns = std::fs::File::open(format!("/run/netns/{host}")).expect("netns");
+        std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let started = std::time::Instant::now();
+            let r = std::net::TcpStream::connect_timeout(
+                &nobody.parse().expect("addr"),
+                Duration::from_secs(3),
+            );
+            (r.map_err(|e| e.kind()), started.elapsed())
+        })
+        .join()
+        .expect("thread")
+    };
+    assert!(
+        matches!(refused, (Err(std::io::ErrorKind::ConnectionRefused), t) if t < Duration::from_secs(1)),
+        "a Service without endpoints: {refused:?}"
+    );
+
+    // The pod goes from the rotation as soon as it is terminating.
+    let (gone, _, _) = &running[1];
+    env.ok(&["delete", "pod", gone, "--wait=false"]);
+    let deleted = std::time::Instant::now();
+    let mut clean = 0;
+    while clean < 20 {
+        if answered(&http_get_in(&host, &web)) == *gone {
+            clean = 0;
+        } else {
+            clean += 1;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(10),
+            "{gone} still answers 10 s after its deletion"
+        );
+    }
+    let took = deleted.elapsed();
+    eprintln!("{gone} left the rotation within {took:?} (20 clean requests included)");
+    assert!(
+        took < Duration::from_secs(3),
+        "{gone} left the rotation only after {took:?}"
+    );
+}
+
 /// (pod, node, IP) of the RC's running pods.
 fn pods(cluster: &LocalCluster) -> Vec<(String, String, String)> {
     cluster
@@ -226,9 +352,9 @@ fn three_hosts_run_pods_that_reach_each_other() {
     );
 
     // Every pod answers from the control plane's namespace (routed via its node).
-    for (_, _, ip) in &running {
+    for (pod, _, ip) in &running {
         let page = http_get(ip);
-        assert!(page.contains("atoll busybox"), "{ip}: {page}");
+        assert!(page.contains(pod.as_str()), "{ip}: {page}");
     }
     // A pod reaches a pod on another host, and kubectl logs and exec reach every host.
     let on = |node: &str| {
@@ -247,11 +373,13 @@ fn three_hosts_run_pods_that_reach_each_other() {
         "-c",
         &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {to_ip} 80"),
     ]);
-    assert!(answer.contains("atoll busybox"), "{answer}");
+    assert!(answer.contains(to.as_str()), "{answer}");
     for (pod, _, _) in &running {
         assert_eq!(env.ok(&["exec", pod, "--", "hostname"]).trim(), pod);
         assert_eq!(env.ok(&["logs", pod]).trim(), format!("serving on {pod}"));
     }
+
+    check_services(&cluster, &running);
 
     // A deleted pod is replaced.
     env.ok(&["delete", "pod", to]);
