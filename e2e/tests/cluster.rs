@@ -447,6 +447,12 @@ fn three_hosts_run_pods_that_reach_each_other() {
         .filter(|c| c.contains(&data))
         .collect();
     assert!(procs.is_empty(), "processes left: {procs:?}");
+    let tables = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .expect("nft");
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(!tables.contains("atoll"), "nftables tables left: {tables}");
     let cgroup = format!("/sys/fs/cgroup/memory/atoll-{id}");
     assert!(!std::path::Path::new(&cgroup).exists(), "{cgroup} left");
 }
