@@ -33,6 +33,11 @@ pub fn wanted(layout: &Layout, nodes: &[Node]) -> Vec<(Option<String>, String, S
             continue;
         };
         let name = node.metadata.name.as_deref().unwrap_or_default();
+        // Only this cluster's hosts (a Node left from an earlier cluster in the same data directory,
+        // or added by hand, is not on the bridge).
+        if !layout.all_nodes().iter().any(|n| n.name == name) {
+            continue;
+        }
         out.push((None, cidr.clone(), ip.clone()));
         for other in layout.all_nodes().into_iter().filter(|n| n.name != name) {
             out.push((Some(other.netns), cidr.clone(), ip.clone()));
@@ -98,7 +103,13 @@ mod tests {
         .unwrap();
         let pending: Node =
             serde_json::from_value(serde_json::json!({"metadata": {"name": "node-3"}})).unwrap();
-        let got = wanted(&layout, &[node, pending]);
+        let stranger: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "vm"},
+            "spec": {"podCIDR": "10.244.9.0/24"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.2"}]},
+        }))
+        .unwrap();
+        let got = wanted(&layout, &[node, pending, stranger]);
         let netns: Vec<Option<String>> = got.iter().map(|r| r.0.clone()).collect();
         assert_eq!(
             netns,
