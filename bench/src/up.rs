@@ -71,13 +71,10 @@ impl Cluster {
         rss_mb(pid)
     }
 
-    /// API server + scheduler + controller manager, and etcd.
-    fn memory(&self) -> (f64, f64) {
-        let control: f64 = ["apiserver", "scheduler", "controller-manager"]
-            .iter()
-            .map(|c| self.rss(c))
-            .sum();
-        (control, self.rss("etcd"))
+    /// API server, scheduler and controller manager, and etcd.
+    fn memory(&self) -> ([f64; 3], f64) {
+        let each = ["apiserver", "scheduler", "controller-manager"].map(|c| self.rss(c));
+        (each, self.rss("etcd"))
     }
 }
 
@@ -112,10 +109,14 @@ async fn running(http: &Http) -> usize {
         .unwrap_or(0)
 }
 
-fn print_memory(what: &str, (control, etcd): (f64, f64)) {
+fn print_memory(what: &str, (each, etcd): ([f64; 3], f64)) {
+    let control: f64 = each.iter().sum();
     println!(
-        "{what}: API server + scheduler + controller manager {control:.1} MB (target < 200 MB at 1,000 pods); \
-         etcd {etcd:.1} MB; ratio control plane / etcd {:.2}",
+        "{what}: API server + scheduler + controller manager {control:.1} MB ({:.1} + {:.1} + {:.1}; \
+         target < 200 MB at 1,000 pods); etcd {etcd:.1} MB; ratio control plane / etcd {:.2}",
+        each[0],
+        each[1],
+        each[2],
         control / etcd.max(0.1)
     );
 }

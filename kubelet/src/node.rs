@@ -212,6 +212,9 @@ fn essence(status: &NodeStatus) -> serde_json::Value {
     v
 }
 
+/// How often a node that is not Ready yet checks again.
+const NOT_READY_CHECK: Duration = Duration::from_secs(1);
+
 /// Registers the node and keeps its status and Lease current until the future is dropped. `facts`
 /// receives what other parts need from the Node (its pod CIDR).
 pub struct NodeAgent {
@@ -366,17 +369,26 @@ impl NodeAgent {
     pub async fn run(self) {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), LEASE_NAMESPACE);
-        let mut status_tick = tokio::time::interval(self.config.status_interval);
+        let mut next_status = tokio::time::Instant::now();
         let mut lease_tick = tokio::time::interval(self.config.lease_renew_interval);
         let mut last_posted: Option<(serde_json::Value, tokio::time::Instant)> = None;
         let mut node_uid: Option<String> = None;
         loop {
             tokio::select! {
-                _ = status_tick.tick() => {
+                _ = tokio::time::sleep_until(next_status) => {
+                    // Until the node is Ready (a pod CIDR to learn, the runtime's network to come
+                    // up), it is checked every second, so it turns Ready as soon as it is.
+                    let mut period = self.config.status_interval;
                     match self.post_status(&nodes, &mut last_posted).await {
-                        Ok(node) => node_uid = node.metadata.uid.or(node_uid),
+                        Ok((node, ready)) => {
+                            node_uid = node.metadata.uid.or(node_uid);
+                            if !ready {
+                                period = period.min(NOT_READY_CHECK);
+                            }
+                        }
                         Err(e) => tracing::warn!("updating node status: {e}"),
                     }
+                    next_status = tokio::time::Instant::now() + period;
                 }
                 _ = lease_tick.tick() => {
                     if let Err(e) = self.renew_lease(&leases, node_uid.as_deref()).await {
@@ -387,11 +399,12 @@ impl NodeAgent {
         }
     }
 
+    /// Posts the status when due; returns the node and whether it is Ready.
     async fn post_status(
         &self,
         nodes: &Api<Node>,
         last_posted: &mut Option<(serde_json::Value, tokio::time::Instant)>,
-    ) -> Result<Node, Error> {
+    ) -> Result<(Node, bool), Error> {
         let node = match nodes.get_opt(&self.config.node_name).await? {
             Some(node) => node,
             None => {
@@ -406,6 +419,7 @@ impl NodeAgent {
         self.learn(&node);
         let host = Host::of(&self.config, &self.runtime);
         let health = self.runtime_health().await;
+        let ready = health.problems.is_empty();
         let now = Time(jiff::Timestamp::now());
         let mut status = status(
             &self.config,
@@ -431,7 +445,7 @@ impl NodeAgent {
             None => true,
         };
         if !due {
-            return Ok(node);
+            return Ok((node, ready));
         }
         let patch = json!({"status": status});
         let updated = nodes
@@ -442,7 +456,7 @@ impl NodeAgent {
             )
             .await?;
         *last_posted = Some((essence, tokio::time::Instant::now()));
-        Ok(updated)
+        Ok((updated, ready))
     }
 
     async fn renew_lease(&self, leases: &Api<Lease>, node_uid: Option<&str>) -> Result<(), Error> {
