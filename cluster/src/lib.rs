@@ -617,6 +617,26 @@ fn schedulable(node: &Node) -> bool {
     ready && !tainted
 }
 
+/// Says which nodes report memory, disk or PID pressure: they are Ready but tainted NoSchedule, so
+/// new pods stay Pending (the machine's disk under 10 % free is the usual cause).
+async fn warn_pressure(nodes: &Api<Node>) {
+    let Ok(list) = nodes.list(&Default::default()).await else {
+        return;
+    };
+    for node in list.items {
+        let name = node.metadata.name.unwrap_or_default();
+        for c in node.status.and_then(|s| s.conditions).unwrap_or_default() {
+            if c.type_.ends_with("Pressure") && c.status == "True" {
+                progress::note(&format!(
+                    "warning: {name} reports {}: {} (new pods will not be scheduled there)",
+                    c.type_,
+                    c.message.unwrap_or_default()
+                ));
+            }
+        }
+    }
+}
+
 /// Waits until every node of the layout is Ready and untainted.
 async fn wait_nodes_ready(layout: &Layout, client: &kube::Client, secs: u64) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -635,6 +655,7 @@ async fn wait_nodes_ready(layout: &Layout, client: &kube::Client, secs: u64) -> 
             }
         }
         if missing.is_empty() {
+            warn_pressure(&nodes).await;
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
