@@ -3,22 +3,25 @@
 //!
 //! The table's fixed part ([`Base`]) hooks into the kernel and dispatches through four verdict maps
 //! keyed by `daddr . protocol . dport` (or `protocol . dport` for NodePorts), so a packet costs one
-//! lookup whatever the number of services:
+//! lookup whatever the number of services. A service without affinity is only map elements:
 //!
 //! ```text
-//! nat-prerouting / nat-output ─▶ services: ip daddr . l4proto . dport vmap @service-ips ─▶ svc-<port>
-//!                                          nodeport-ips + l4proto . dport vmap @service-nodeports ─▶ ext-<port>
-//! svc-<port>: masquerade mark for sources outside the pod CIDR; goto cl-<port> (or lo-<port>: internalTrafficPolicy Local)
-//! ext-<port>: masquerade mark (externalTrafficPolicy Cluster) or local short-cuts; goto cl-/lo-<port>
-//! cl-/lo-<port>: affinity sets first, then numgen random mod N vmap { i : goto ep-<port>__<ip>/<port> }
-//! ep-…: hairpin masquerade mark, affinity set update, dnat
+//! nat-prerouting / nat-output ─▶ services: ip daddr . l4proto . dport vmap @service-ips ─▶ cluster-ip-<N>
+//!                                          nodeport-ips + l4proto . dport vmap @service-nodeports ─▶ node-port-<N> or ext-<port>
+//! cluster-ip-<N> (shared): masquerade mark outside the pod CIDR;
+//!                          dnat ip to ip daddr . l4proto . dport . numgen random mod N map @service-endpoints
+//! node-port-<N> (shared): masquerade mark; dnat through @nodeport-endpoints (key l4proto . dport . index)
+//! ext-<port> (eTP Local): pods and the node → node-port-pick-<N>, others → node-port-local-pick-<M>
+//! cl-/lo-/ep-<port>… (session affinity only): affinity sets, numgen vmap, per-endpoint dnat
 //! filter-input/forward/output (new connections): @no-endpoint-services / @no-endpoint-nodeports ─▶ reject or drop
-//! nat-postrouting ─▶ masquerading: masquerade what was marked
+//! nat-postrouting: ct status dnat ip saddr . ip daddr @hairpin ─▶ masquerade mark; masquerading
 //! ```
 //!
-//! Each service contributes a [`ServiceRules`]: its chains, affinity sets and map elements. A
-//! change to one service becomes [`update`]: only that service's chains, sets and elements, in an
-//! order the kernel accepts inside one transaction. [`full`] replaces the whole table atomically.
+//! Each service contributes a [`ServiceRules`]: its chains, affinity sets, map elements, the
+//! [`Shared`] chains it uses and its endpoint addresses for the `hairpin` set (both shared by all
+//! services, so [`crate::state::State`] makes and counts them). A change to one service becomes
+//! [`update`]: only that service's chains, sets and elements, in an order the kernel accepts inside
+//! one transaction. [`full`] replaces the whole table atomically.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
