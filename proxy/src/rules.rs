@@ -3,28 +3,33 @@
 //!
 //! The table's fixed part ([`Base`]) hooks into the kernel and dispatches through four verdict maps
 //! keyed by `daddr . protocol . dport` (or `protocol . dport` for NodePorts), so a packet costs one
-//! lookup whatever the number of services:
+//! lookup whatever the number of services. A service without affinity is only map elements:
 //!
 //! ```text
-//! nat-prerouting / nat-output ─▶ services: ip daddr . l4proto . dport vmap @service-ips ─▶ svc-<port>
-//!                                          nodeport-ips + l4proto . dport vmap @service-nodeports ─▶ ext-<port>
-//! svc-<port>: masquerade mark for sources outside the pod CIDR; goto cl-<port> (or lo-<port>: internalTrafficPolicy Local)
-//! ext-<port>: masquerade mark (externalTrafficPolicy Cluster) or local short-cuts; goto cl-/lo-<port>
-//! cl-/lo-<port>: affinity sets first, then numgen random mod N vmap { i : goto ep-<port>__<ip>/<port> }
-//! ep-…: hairpin masquerade mark, affinity set update, dnat
+//! nat-prerouting / nat-output ─▶ services: ip daddr . l4proto . dport vmap @service-ips ─▶ cluster-ip-<N>
+//!                                          nodeport-ips + l4proto . dport vmap @service-nodeports ─▶ node-port-<N> or ext-<port>
+//! cluster-ip-<N> (shared): masquerade mark outside the pod CIDR;
+//!                          dnat ip to ip daddr . l4proto . dport . numgen random mod N map @service-endpoints
+//! node-port-<N> (shared): masquerade mark; dnat through @nodeport-endpoints (key l4proto . dport . index)
+//! ext-<port> (eTP Local): pods and the node → node-port-pick-<N>, others → node-port-local-pick-<M>
+//! cl-/lo-/ep-<port>… (session affinity only): affinity sets, numgen vmap, per-endpoint dnat
 //! filter-input/forward/output (new connections): @no-endpoint-services / @no-endpoint-nodeports ─▶ reject or drop
-//! nat-postrouting ─▶ masquerading: masquerade what was marked
+//! nat-postrouting: ct status dnat ip saddr . ip daddr @hairpin ─▶ masquerade mark; masquerading
 //! ```
 //!
-//! Each service contributes a [`ServiceRules`]: its chains, affinity sets and map elements. A
-//! change to one service becomes [`update`]: only that service's chains, sets and elements, in an
-//! order the kernel accepts inside one transaction. [`full`] replaces the whole table atomically.
+//! Each service contributes a [`ServiceRules`]: its chains, affinity sets, map elements, the
+//! [`Shared`] chains it uses and its endpoint addresses for the `hairpin` set (both shared by all
+//! services, so [`crate::state::State`] makes and counts them). A change to one service becomes
+//! [`update`]: only that service's chains, sets and elements, in an order the kernel accepts inside
+//! one transaction. [`full`] replaces the whole table atomically.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
-use crate::model::{EndpointInfo, PortInfo, Protocol, ServiceInfo, Target, port_endpoints};
+use crate::model::{
+    EndpointInfo, PortEndpoints, PortInfo, Protocol, ServiceInfo, Target, port_endpoints,
+};
 
 /// The table's family and name.
 pub const TABLE: &str = "ip atoll";
@@ -39,6 +44,75 @@ const CLUSTER_IPS: &str = "cluster-ips";
 const NODEPORT_IPS: &str = "nodeport-ips";
 const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
 const REJECT_CHAIN: &str = "reject-chain";
+const SERVICE_ENDPOINTS: &str = "service-endpoints";
+const NODEPORT_ENDPOINTS: &str = "nodeport-endpoints";
+const NODEPORT_LOCAL_ENDPOINTS: &str = "nodeport-local-endpoints";
+const HAIRPIN: &str = "hairpin";
+/// The protocols the shared chains DNAT (a port in the map's value needs the protocol known).
+const PROTOCOLS: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
+
+/// A chain shared by every service port with the same number of endpoints `n`: it picks one at
+/// random through a named map (`… . numgen random mod n`), so a service needs no chain of its own.
+/// Few chains refer to the big maps, which matters: the kernel checks every element of a map
+/// against every rule using it when either is added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Shared {
+    /// ClusterIP traffic: masquerade from outside the pod network, then `service-endpoints`.
+    ClusterIp(usize),
+    /// NodePort traffic (externalTrafficPolicy Cluster): masquerade, then `nodeport-endpoints`.
+    NodePort(usize),
+    /// A pick from `nodeport-endpoints` alone.
+    NodePortPick(usize),
+    /// A pick from `nodeport-local-endpoints` (this node's endpoints).
+    NodePortLocalPick(usize),
+}
+
+impl Shared {
+    /// The chain's name.
+    pub fn name(&self) -> String {
+        match self {
+            Shared::ClusterIp(n) => format!("cluster-ip-{n}"),
+            Shared::NodePort(n) => format!("node-port-{n}"),
+            Shared::NodePortPick(n) => format!("node-port-pick-{n}"),
+            Shared::NodePortLocalPick(n) => format!("node-port-local-pick-{n}"),
+        }
+    }
+
+    /// The chain's rules.
+    fn rules(&self, base: &Base) -> Vec<String> {
+        let pick = |map: &str, key: &str, n: usize| -> Vec<String> {
+            PROTOCOLS
+                .iter()
+                .map(|p| {
+                    format!(
+                        "meta l4proto {} dnat ip to {key} . numgen random mod {n} map @{map}",
+                        p.nft()
+                    )
+                })
+                .collect()
+        };
+        let service_key = "ip daddr . meta l4proto . th dport";
+        let nodeport_key = "meta l4proto . th dport";
+        let mut rules = Vec::new();
+        match *self {
+            Shared::ClusterIp(n) => {
+                if let Some(cidr) = &base.cluster_cidr {
+                    rules.push(format!("ip saddr != {cidr} jump {MARK_FOR_MASQUERADE}"));
+                }
+                rules.extend(pick(SERVICE_ENDPOINTS, service_key, n));
+            }
+            Shared::NodePort(n) => {
+                rules.push(format!("jump {MARK_FOR_MASQUERADE}"));
+                rules.extend(pick(NODEPORT_ENDPOINTS, nodeport_key, n));
+            }
+            Shared::NodePortPick(n) => rules.extend(pick(NODEPORT_ENDPOINTS, nodeport_key, n)),
+            Shared::NodePortLocalPick(n) => {
+                rules.extend(pick(NODEPORT_LOCAL_ENDPOINTS, nodeport_key, n))
+            }
+        }
+        rules
+    }
+}
 
 /// What the fixed part of the table depends on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,6 +158,11 @@ pub struct ServiceRules {
     pub elements: BTreeSet<Element>,
     /// UDP ports, for conntrack clean-up.
     pub udp: Vec<UdpFlow>,
+    /// The shared chains its elements point at.
+    pub shared: BTreeSet<Shared>,
+    /// Endpoint addresses reached through the shared maps: traffic from one of them DNATed back to
+    /// itself is masqueraded (hairpin), through the `hairpin` set shared by all services.
+    pub hairpin: BTreeSet<Ipv4Addr>,
 }
 
 impl ServiceRules {
@@ -149,8 +228,134 @@ fn selection(id: &str, targets: &[Target], affinity: bool) -> Vec<String> {
     rules
 }
 
+/// The elements that spread one service port's traffic over `targets` through `map`: key
+/// `prefix . index`, value the endpoint's address and port.
+fn endpoint_elements(map: &'static str, prefix: &str, targets: &[Target], out: &mut ServiceRules) {
+    for (i, t) in targets.iter().enumerate() {
+        out.elements.insert(Element {
+            set: map,
+            key: format!("{prefix} . {i}"),
+            value: Some(format!("{} . {}", t.ip, t.port)),
+        });
+        out.hairpin.insert(t.ip);
+    }
+}
+
 /// The rules of one service, given its endpoints and the node's settings.
+///
+/// Without session affinity a service port is only map elements: its ClusterIP and NodePort
+/// point at a [`Shared`] chain for its number of endpoints, which DNATs through a lookup in a
+/// named map keyed by the packet's destination and a random index. Only an
+/// `externalTrafficPolicy: Local` NodePort gets a chain of its own (`ext-…`). With affinity, the
+/// port keeps per-endpoint chains and sets (`cl-`/`lo-`/`ep-…`).
 pub fn service_rules(svc: &ServiceInfo, eps: &[EndpointInfo], base: &Base) -> ServiceRules {
+    if svc.affinity_timeout.is_some() {
+        return affinity_service_rules(svc, eps, base);
+    }
+    let mut out = ServiceRules::default();
+    if let Some(ip) = svc.cluster_ip {
+        out.elements.insert(Element {
+            set: CLUSTER_IPS,
+            key: ip.to_string(),
+            value: None,
+        });
+    }
+    for port in &svc.ports {
+        let id = port_id(svc, port);
+        let proto = port.protocol.nft();
+        let pe = port_endpoints(port, eps);
+        let nothing = if pe.any { "drop" } else { "goto reject-chain" };
+        if let Some(ip) = svc.cluster_ip {
+            let key = format!("{ip} . {proto} . {}", port.port);
+            let internal = if svc.internal_local {
+                &pe.local
+            } else {
+                &pe.cluster
+            };
+            if internal.is_empty() {
+                out.elements.insert(Element {
+                    set: NO_ENDPOINT_SERVICES,
+                    key,
+                    value: Some(nothing.into()),
+                });
+            } else {
+                let shared = Shared::ClusterIp(internal.len());
+                endpoint_elements(SERVICE_ENDPOINTS, &key, internal, &mut out);
+                out.elements.insert(Element {
+                    set: SERVICE_IPS,
+                    key,
+                    value: Some(format!("goto {}", shared.name())),
+                });
+                out.shared.insert(shared);
+            }
+        }
+        if let Some(np) = port.node_port {
+            let key = format!("{proto} . {np}");
+            let external = if svc.external_local {
+                &pe.local
+            } else {
+                &pe.cluster
+            };
+            if external.is_empty() {
+                out.elements.insert(Element {
+                    set: NO_ENDPOINT_NODEPORTS,
+                    key,
+                    value: Some(nothing.into()),
+                });
+                continue;
+            }
+            endpoint_elements(NODEPORT_ENDPOINTS, &key, &pe.cluster, &mut out);
+            let target = if svc.external_local {
+                // Pods and the node itself are not "external": they may use any endpoint, and
+                // the node's own traffic is masqueraded so replies come back through it.
+                let cluster = Shared::NodePortPick(pe.cluster.len());
+                let local = Shared::NodePortLocalPick(pe.local.len());
+                endpoint_elements(NODEPORT_LOCAL_ENDPOINTS, &key, &pe.local, &mut out);
+                let chain = format!("ext-{id}");
+                let mut rules = Vec::new();
+                if let Some(cidr) = &base.cluster_cidr {
+                    rules.push(format!("ip saddr {cidr} goto {}", cluster.name()));
+                }
+                rules.push(format!("fib saddr type local jump {MARK_FOR_MASQUERADE}"));
+                rules.push(format!("fib saddr type local goto {}", cluster.name()));
+                rules.push(format!("goto {}", local.name()));
+                out.shared.insert(cluster);
+                out.shared.insert(local);
+                out.chains.insert(chain.clone(), rules);
+                chain
+            } else {
+                let shared = Shared::NodePort(pe.cluster.len());
+                out.shared.insert(shared);
+                shared.name()
+            };
+            out.elements.insert(Element {
+                set: SERVICE_NODEPORTS,
+                key,
+                value: Some(format!("goto {target}")),
+            });
+        }
+        if port.protocol == Protocol::Udp {
+            out.udp.push(udp_flow(svc, port, &pe));
+        }
+    }
+    out
+}
+
+fn udp_flow(svc: &ServiceInfo, port: &PortInfo, pe: &PortEndpoints) -> UdpFlow {
+    UdpFlow {
+        cluster: svc.cluster_ip.map(|ip| (ip, port.port)),
+        node_port: port.node_port,
+        endpoints: pe
+            .cluster
+            .iter()
+            .chain(pe.local.iter())
+            .map(|t| t.ip)
+            .collect(),
+    }
+}
+
+/// The rules of a service with session affinity: per-endpoint chains, each with its affinity set.
+fn affinity_service_rules(svc: &ServiceInfo, eps: &[EndpointInfo], base: &Base) -> ServiceRules {
     let mut out = ServiceRules::default();
     let affinity = svc.affinity_timeout;
     if let Some(ip) = svc.cluster_ip {
@@ -271,16 +476,7 @@ pub fn service_rules(svc: &ServiceInfo, eps: &[EndpointInfo], base: &Base) -> Se
             out.chains.insert(endpoint_chain(&id, t), rules);
         }
         if port.protocol == Protocol::Udp {
-            out.udp.push(UdpFlow {
-                cluster: svc.cluster_ip.map(|ip| (ip, port.port)),
-                node_port: port.node_port,
-                endpoints: pe
-                    .cluster
-                    .iter()
-                    .chain(pe.local.iter())
-                    .map(|t| t.ip)
-                    .collect(),
-            });
+            out.udp.push(udp_flow(svc, port, &pe));
         }
     }
     out
@@ -312,7 +508,7 @@ const BASE_CHAINS: &[(&str, Option<&str>)] = &[
     (REJECT_CHAIN, None),
 ];
 
-/// The fixed sets and maps: name and type.
+/// The fixed sets and maps: name and type (`type …` or `typeof …`).
 const BASE_SETS: &[(&str, &str)] = &[
     (CLUSTER_IPS, "ipv4_addr"),
     (NODEPORT_IPS, "ipv4_addr"),
@@ -326,6 +522,19 @@ const BASE_SETS: &[(&str, &str)] = &[
         "ipv4_addr . inet_proto . inet_service : verdict",
     ),
     (NO_ENDPOINT_NODEPORTS, "inet_proto . inet_service : verdict"),
+    (
+        SERVICE_ENDPOINTS,
+        "typeof ip daddr . meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport",
+    ),
+    (
+        NODEPORT_ENDPOINTS,
+        "typeof meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport",
+    ),
+    (
+        NODEPORT_LOCAL_ENDPOINTS,
+        "typeof meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport",
+    ),
+    (HAIRPIN, "ipv4_addr . ipv4_addr"),
 ];
 
 /// The fixed chains' rules.
@@ -346,6 +555,10 @@ fn base_rules() -> Vec<(&'static str, String)> {
         ("filter-output", cluster_ips_check),
         ("nat-prerouting", "jump services".into()),
         ("nat-output", "jump services".into()),
+        (
+            "nat-postrouting",
+            format!("ct status dnat ip saddr . ip daddr @{HAIRPIN} jump {MARK_FOR_MASQUERADE}"),
+        ),
         ("nat-postrouting", "jump masquerading".into()),
         (
             "services",
@@ -392,7 +605,7 @@ fn set_decl(name: &str, timeout: u32, out: &mut String) {
 
 /// The transaction that replaces the whole table with `base` and `services`: the table is deleted
 /// and made again inside one `nft -f` run, so the kernel switches from the old rules to the new
-/// ones at once.
+/// ones at once. Elements are written one command per set (parsing is most of `nft`'s time).
 pub fn full<'a>(base: &Base, services: impl IntoIterator<Item = &'a ServiceRules>) -> String {
     let services: Vec<&ServiceRules> = services.into_iter().collect();
     let mut out = String::new();
@@ -411,14 +624,22 @@ pub fn full<'a>(base: &Base, services: impl IntoIterator<Item = &'a ServiceRules
     }
     for (name, ty) in BASE_SETS {
         let kind = if ty.contains(':') { "map" } else { "set" };
-        let _ = writeln!(out, "add {kind} {TABLE} {name} {{ type {ty} ; }}");
+        let ty = if ty.starts_with("typeof ") {
+            ty.to_string()
+        } else {
+            format!("type {ty}")
+        };
+        let _ = writeln!(out, "add {kind} {TABLE} {name} {{ {ty} ; }}");
     }
     for (chain, rule) in base_rules() {
         let _ = writeln!(out, "add rule {TABLE} {chain} {rule}");
     }
-    for ip in &base.node_ips {
-        let _ = writeln!(out, "add element {TABLE} {NODEPORT_IPS} {{ {ip} }}");
-    }
+    let shared: BTreeSet<Shared> = services
+        .iter()
+        .flat_map(|s| s.shared.iter())
+        .copied()
+        .collect();
+    out.push_str(&shared_chains(base, &shared));
     for s in &services {
         for name in s.chains.keys() {
             let _ = writeln!(out, "add chain {TABLE} {name}");
@@ -427,15 +648,78 @@ pub fn full<'a>(base: &Base, services: impl IntoIterator<Item = &'a ServiceRules
             set_decl(name, *timeout, &mut out);
         }
     }
+    let mut elements: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for ip in &base.node_ips {
+        elements
+            .entry(NODEPORT_IPS)
+            .or_default()
+            .push(ip.to_string());
+    }
+    let hairpin: BTreeSet<Ipv4Addr> = services
+        .iter()
+        .flat_map(|s| s.hairpin.iter())
+        .copied()
+        .collect();
+    for ip in hairpin {
+        elements
+            .entry(HAIRPIN)
+            .or_default()
+            .push(format!("{ip} . {ip}"));
+    }
+    for s in &services {
+        for e in &s.elements {
+            let item = match &e.value {
+                Some(v) => format!("{} : {v}", e.key),
+                None => e.key.clone(),
+            };
+            elements.entry(e.set).or_default().push(item);
+        }
+    }
+    for (set, items) in elements {
+        let _ = writeln!(out, "add element {TABLE} {set} {{ {} }}", items.join(", "));
+    }
     for s in &services {
         for (name, rules) in &s.chains {
             for r in rules {
                 let _ = writeln!(out, "add rule {TABLE} {name} {r}");
             }
         }
-        for e in &s.elements {
-            element_cmd("add", e, &mut out);
+    }
+    out
+}
+
+/// The commands that make the shared chains `shared` (not made yet) with their rules.
+pub fn shared_chains(base: &Base, shared: &BTreeSet<Shared>) -> String {
+    let mut out = String::new();
+    for c in shared {
+        let _ = writeln!(out, "add chain {TABLE} {}", c.name());
+    }
+    for c in shared {
+        for r in c.rules(base) {
+            let _ = writeln!(out, "add rule {TABLE} {} {r}", c.name());
         }
+    }
+    out
+}
+
+/// The commands that add addresses to and remove addresses from the `hairpin` set.
+pub fn hairpin_update(add: &[Ipv4Addr], delete: &[Ipv4Addr]) -> String {
+    let mut out = String::new();
+    let items = |ips: &[Ipv4Addr]| -> String {
+        ips.iter()
+            .map(|ip| format!("{ip} . {ip}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !delete.is_empty() {
+        let _ = writeln!(
+            out,
+            "delete element {TABLE} {HAIRPIN} {{ {} }}",
+            items(delete)
+        );
+    }
+    if !add.is_empty() {
+        let _ = writeln!(out, "add element {TABLE} {HAIRPIN} {{ {} }}", items(add));
     }
     out
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::model::{SERVICE_NAME_LABEL, ServiceInfo, ServiceKey, endpoints};
-use crate::rules::{self, Base, ServiceRules, UdpFlow};
+use crate::rules::{self, Base, ServiceRules, Shared, UdpFlow};
 
 /// The next transaction.
 #[derive(Debug)]
@@ -23,6 +23,10 @@ pub struct Plan {
     pub stale_udp: Vec<(UdpFlow, Ipv4Addr)>,
     /// The services' rules after it, for those it changes (None: removed).
     changes: Vec<(ServiceKey, Option<ServiceRules>)>,
+    /// Shared chains it makes.
+    shared: BTreeSet<Shared>,
+    /// How the hairpin addresses' use counts change.
+    hairpin: HashMap<Ipv4Addr, isize>,
 }
 
 /// The proxy's view of the cluster and of the kernel.
@@ -36,6 +40,10 @@ pub struct State {
     /// Slice names by service.
     by_service: HashMap<ServiceKey, BTreeSet<String>>,
     programmed: BTreeMap<ServiceKey, ServiceRules>,
+    /// Shared chains in the table.
+    shared: BTreeSet<Shared>,
+    /// Hairpin addresses in the table, with how many programmed services use each.
+    hairpin: HashMap<Ipv4Addr, usize>,
     dirty: BTreeSet<ServiceKey>,
     needs_full: bool,
 }
@@ -219,6 +227,8 @@ impl State {
                 full: false,
                 stale_udp: Vec::new(),
                 changes: Vec::new(),
+                shared: BTreeSet::new(),
+                hairpin: HashMap::new(),
             };
             let mut in_place = true;
             for key in &self.dirty {
@@ -231,10 +241,39 @@ impl State {
                         break;
                     }
                 }
+                for ip in old.iter().flat_map(|o| o.hairpin.iter()) {
+                    *plan.hairpin.entry(*ip).or_default() -= 1;
+                }
+                for ip in new.iter().flat_map(|n| n.hairpin.iter()) {
+                    *plan.hairpin.entry(*ip).or_default() += 1;
+                }
+                plan.shared.extend(
+                    new.iter()
+                        .flat_map(|n| n.shared.iter())
+                        .filter(|s| !self.shared.contains(*s)),
+                );
                 plan.stale_udp.extend(rules::stale_udp(old, new.as_ref()));
                 plan.changes.push((key.clone(), new));
             }
             if in_place {
+                // Shared chains first (elements point at them), hairpin addresses last.
+                let mut added = Vec::new();
+                let mut removed = Vec::new();
+                for (ip, delta) in &plan.hairpin {
+                    let before = self.hairpin.get(ip).copied().unwrap_or(0);
+                    let after = before as isize + delta;
+                    if before == 0 && after > 0 {
+                        added.push(*ip);
+                    } else if before > 0 && after <= 0 {
+                        removed.push(*ip);
+                    }
+                }
+                added.sort();
+                removed.sort();
+                let mut script = rules::shared_chains(&self.base, &plan.shared);
+                script.push_str(&plan.script);
+                script.push_str(&rules::hairpin_update(&added, &removed));
+                plan.script = script;
                 return plan;
             }
             self.needs_full = true;
@@ -258,6 +297,8 @@ impl State {
             full: true,
             stale_udp,
             changes,
+            shared: BTreeSet::new(),
+            hairpin: HashMap::new(),
         }
     }
 
@@ -280,6 +321,26 @@ impl State {
         }
         if plan.full {
             self.dirty.clear();
+            self.shared = self
+                .programmed
+                .values()
+                .flat_map(|r| r.shared.iter())
+                .copied()
+                .collect();
+            self.hairpin.clear();
+            for ip in self.programmed.values().flat_map(|r| r.hairpin.iter()) {
+                *self.hairpin.entry(*ip).or_default() += 1;
+            }
+        } else {
+            self.shared.extend(plan.shared);
+            for (ip, delta) in plan.hairpin {
+                let count = self.hairpin.get(&ip).copied().unwrap_or(0) as isize + delta;
+                if count > 0 {
+                    self.hairpin.insert(ip, count as usize);
+                } else {
+                    self.hairpin.remove(&ip);
+                }
+            }
         }
     }
 
@@ -345,7 +406,11 @@ mod tests {
         let plan = st.plan();
         assert!(
             plan.script
-                .contains("delete chain ip atoll svc-default/a/tcp/80")
+                .contains("delete element ip atoll service-ips { 10.96.0.1 . tcp . 80 }")
+        );
+        assert!(
+            plan.script
+                .contains("delete element ip atoll hairpin { 10.244.0.1 . 10.244.0.1 }")
         );
         st.done(plan);
         assert!(!st.pending());
@@ -358,6 +423,58 @@ mod tests {
         assert!(!plan.script.contains("default/a/"));
         st.done(plan);
         assert!(!st.pending());
+    }
+
+    #[test]
+    fn shared_chains_once_and_hairpin_addresses_counted() {
+        let mut st = State::new("n1", Base::default());
+        st.service_applied(&svc("a", "10.96.0.1"));
+        st.slice_applied(&slice("a-1", "a", &["10.244.0.1"]));
+        let plan = st.plan();
+        assert!(plan.script.contains("add chain ip atoll cluster-ip-1\n"));
+        st.done(plan);
+
+        // A second service with the same endpoint and endpoint count: elements only.
+        st.service_applied(&svc("b", "10.96.0.2"));
+        st.slice_applied(&slice("b-1", "b", &["10.244.0.1"]));
+        let plan = st.plan();
+        assert!(!plan.full);
+        assert!(!plan.script.contains("chain"), "{}", plan.script);
+        assert!(!plan.script.contains("hairpin"), "{}", plan.script);
+        st.done(plan);
+
+        // A new endpoint count makes its shared chain, once.
+        st.slice_applied(&slice("b-1", "b", &["10.244.0.1", "10.244.0.2"]));
+        let plan = st.plan();
+        assert!(plan.script.contains("add chain ip atoll cluster-ip-2\n"));
+        assert!(
+            plan.script
+                .contains("add element ip atoll hairpin { 10.244.0.2 . 10.244.0.2 }")
+        );
+        st.done(plan);
+        st.slice_applied(&slice("a-1", "a", &["10.244.0.3", "10.244.0.4"]));
+        let plan = st.plan();
+        assert!(!plan.script.contains("chain"), "{}", plan.script);
+        st.done(plan);
+
+        // 10.244.0.1 is still b's: only when b lets it go does it leave the hairpin set.
+        st.service_deleted(&svc("a", "10.96.0.1"));
+        let plan = st.plan();
+        assert!(
+            !plan.script.contains("10.244.0.1 . 10.244.0.1"),
+            "{}",
+            plan.script
+        );
+        st.done(plan);
+        st.slice_applied(&slice("b-1", "b", &["10.244.0.2"]));
+        let plan = st.plan();
+        assert!(
+            plan.script
+                .contains("delete element ip atoll hairpin { 10.244.0.1 . 10.244.0.1 }"),
+            "{}",
+            plan.script
+        );
+        st.done(plan);
     }
 
     #[test]
@@ -377,7 +494,7 @@ mod tests {
         );
         assert!(
             plan.script
-                .contains("delete chain ip atoll ep-default/a/tcp/80__10.244.0.1/8080")
+                .contains("delete element ip atoll service-endpoints { 10.96.0.1 . tcp . 80 . 0 }")
         );
         st.done(plan);
         assert_eq!(

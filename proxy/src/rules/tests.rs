@@ -209,16 +209,44 @@ fn update_touches_only_what_changed() {
     let one = rules(spec.clone(), &[slice(&[ready("10.244.1.2")], http_ports())]);
     let none = rules(spec, &[]);
     assert_eq!(update(Some(&two), Some(&two)).unwrap(), "");
+    // The sequences the kernel test applies: empty, new, remove endpoint, to no endpoints; and
+    // empty, new, delete.
+    let mut made = BTreeSet::new();
+    golden("update_new_service", &step(None, Some(&two), &mut made));
+    let after_new = made.clone();
     golden(
         "update_remove_endpoint",
-        &update(Some(&two), Some(&one)).unwrap(),
+        &step(Some(&two), Some(&one), &mut made),
     );
     golden(
         "update_to_no_endpoints",
-        &update(Some(&one), Some(&none)).unwrap(),
+        &step(Some(&one), Some(&none), &mut made),
     );
-    golden("update_new_service", &update(None, Some(&two)).unwrap());
-    golden("update_delete_service", &update(Some(&two), None).unwrap());
+    made = after_new;
+    golden("update_delete_service", &step(Some(&two), None, &mut made));
+}
+
+/// One service's incremental transaction as [`crate::state::State`] makes it: shared chains not
+/// `made` yet, the service's update, then the hairpin set's changes.
+fn step(
+    old: Option<&ServiceRules>,
+    new: Option<&ServiceRules>,
+    made: &mut BTreeSet<Shared>,
+) -> String {
+    let wanted: BTreeSet<Shared> = new
+        .iter()
+        .flat_map(|n| n.shared.iter())
+        .filter(|s| !made.contains(*s))
+        .copied()
+        .collect();
+    let mut out = shared_chains(&base(), &wanted);
+    made.extend(wanted);
+    out.push_str(&update(old, new).unwrap());
+    let ips = |r: Option<&ServiceRules>| r.map(|r| r.hairpin.clone()).unwrap_or_default();
+    let added: Vec<_> = ips(new).difference(&ips(old)).copied().collect();
+    let removed: Vec<_> = ips(old).difference(&ips(new)).copied().collect();
+    out.push_str(&hairpin_update(&added, &removed));
+    out
 }
 
 #[test]
