@@ -3,13 +3,15 @@
 //! `coordination.k8s.io` Lease ([`leader::LeaderElection`]), core/v1 Events ([`events::Recorder`]) and
 //! the `/metrics` + `/healthz` endpoint ([`metrics::serve`]), objects decoded without their
 //! managedFields ([`lean::Lean`]) for components that watch many of them, and the relay of HTTP
-//! upgrades (exec, attach, port-forward) that the API server and the kubelet share ([`upgrade`]).
+//! upgrades (exec, attach, port-forward) that the API server and the kubelet share ([`upgrade`]), and
+//! watches forwarded into one channel ([`watch::forward`]).
 
 pub mod events;
 pub mod leader;
 pub mod lean;
 pub mod metrics;
 pub mod upgrade;
+pub mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use atoll_client::lean::Lean;
-use futures::StreamExt;
+use atoll_client::watch::forward;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource};
+use kube::runtime::watcher;
+use kube::Api;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -47,31 +47,6 @@ pub trait Observer: Send {
     fn synced(&mut self, outcome: &SyncOutcome);
     /// The loop made a pass; `pending` says whether changes still wait.
     fn pass(&mut self, pending: bool);
-}
-
-/// Forwards a watch of `api` into `tx`; returns when the stream or the receiver ends.
-fn forward<K>(
-    api: Api<K>,
-    tx: mpsc::Sender<Update>,
-    wrap: fn(watcher::Event<K>) -> Update,
-) -> tokio::task::JoinHandle<()>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-    K::DynamicType: Default,
-{
-    tokio::spawn(async move {
-        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(e) => {
-                    if tx.send(wrap(e)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!("watch: {e}"),
-            }
-        }
-    })
 }
 
 /// Tracks one watch's relists: objects gathered between `Init` and `InitDone`.
@@ -116,12 +91,18 @@ pub async fn proxy(
     let mut state = State::new(&config.node_name, base(&config, &cidrs));
     let (tx, mut rx) = mpsc::channel(4096);
     let watches = [
-        forward(Api::<Lean<Service>>::all(client.clone()), tx.clone(), |e| {
-            Update::Service(Box::new(e))
-        }),
-        forward(Api::<Lean<EndpointSlice>>::all(client), tx, |e| {
-            Update::Slice(Box::new(e))
-        }),
+        forward(
+            Api::<Lean<Service>>::all(client.clone()),
+            watcher::Config::default(),
+            tx.clone(),
+            |e| Update::Service(Box::new(e)),
+        ),
+        forward(
+            Api::<Lean<EndpointSlice>>::all(client),
+            watcher::Config::default(),
+            tx,
+            |e| Update::Slice(Box::new(e)),
+        ),
     ];
     let _abort = AbortOnDrop(watches);
     let mut services: Relist<Service> = Relist::new();

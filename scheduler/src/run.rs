@@ -10,11 +10,11 @@ use atoll_client::Component;
 use atoll_client::events::{EventType, Recorder};
 use atoll_client::leader::LeaseConfig;
 use atoll_client::lean::Lean;
-use futures::StreamExt;
+use atoll_client::watch::forward;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use prometheus_client::registry::Registry;
 use rand::SeedableRng;
@@ -101,33 +101,6 @@ enum Update {
 struct Bound {
     key: String,
     result: Result<(), kube::Error>,
-}
-
-/// Forwards a watch of `api` into `tx` as `wrap`ped updates; returns when the stream or the
-/// receiver ends.
-fn forward<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    tx: mpsc::Sender<Update>,
-    wrap: fn(watcher::Event<K>) -> Update,
-) -> tokio::task::JoinHandle<()>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-    K::DynamicType: Default,
-{
-    tokio::spawn(async move {
-        let mut events = std::pin::pin!(watcher(api, config).default_backoff());
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(e) => {
-                    if tx.send(wrap(e)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!("watch: {e}"),
-            }
-        }
-    })
 }
 
 /// The scheduling loop (what runs while this copy leads).
