@@ -8,8 +8,8 @@ use atoll_client::lean::Lean;
 use atoll_client::watch::forward;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher;
 use kube::Api;
+use kube::runtime::watcher;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 

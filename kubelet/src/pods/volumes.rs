@@ -123,7 +123,14 @@ async fn prepare_one(
             let mode = cm.default_mode.map_or(0o644, |m| m as u32);
             (
                 "configmap",
-                config_map_files(sources, &cm.name, cm.items.as_ref(), cm.optional, mode).await?,
+                source_files(
+                    "configmap",
+                    &cm.name,
+                    sources.config_map_files(&cm.name).await?,
+                    cm.items.as_ref(),
+                    cm.optional,
+                    mode,
+                )?,
             )
         }
         (_, Some(s), _, _) => {
@@ -131,7 +138,14 @@ async fn prepare_one(
             let name = s.secret_name.clone().unwrap_or_default();
             (
                 "secret",
-                secret_files(sources, &name, s.items.as_ref(), s.optional, mode).await?,
+                source_files(
+                    "secret",
+                    &name,
+                    sources.secret_files(&name).await?,
+                    s.items.as_ref(),
+                    s.optional,
+                    mode,
+                )?,
             )
         }
         (_, _, Some(d), _) => {
@@ -146,15 +160,24 @@ async fn prepare_one(
             let mut files = Vec::new();
             for source in p.sources.iter().flatten() {
                 if let Some(cm) = &source.config_map {
-                    files.extend(
-                        config_map_files(sources, &cm.name, cm.items.as_ref(), cm.optional, mode)
-                            .await?,
-                    );
+                    files.extend(source_files(
+                        "configmap",
+                        &cm.name,
+                        sources.config_map_files(&cm.name).await?,
+                        cm.items.as_ref(),
+                        cm.optional,
+                        mode,
+                    )?);
                 }
                 if let Some(s) = &source.secret {
-                    files.extend(
-                        secret_files(sources, &s.name, s.items.as_ref(), s.optional, mode).await?,
-                    );
+                    files.extend(source_files(
+                        "secret",
+                        &s.name,
+                        sources.secret_files(&s.name).await?,
+                        s.items.as_ref(),
+                        s.optional,
+                        mode,
+                    )?);
                 }
                 if let Some(d) = &source.downward_api {
                     files.extend(downward_files(pod, d.items.iter().flatten(), mode, env)?);
@@ -182,31 +205,20 @@ async fn prepare_one(
     Ok(dir)
 }
 
-async fn config_map_files(
-    sources: &Sources,
+/// The files of a configMap or secret (`kind`) named `name`, from its `data` (None: it does not
+/// exist, an error unless `optional`).
+fn source_files(
+    kind: &str,
     name: &str,
+    data: Option<std::collections::BTreeMap<String, Vec<u8>>>,
     items: Option<&Vec<KeyToPath>>,
     optional: Option<bool>,
     mode: u32,
 ) -> Result<Vec<atomic::File>, String> {
-    match sources.config_map_files(name).await? {
+    match data {
         Some(data) => select(data, items, mode),
         None if optional == Some(true) => Ok(vec![]),
-        None => Err(format!("configmap {name:?} not found")),
-    }
-}
-
-async fn secret_files(
-    sources: &Sources,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    optional: Option<bool>,
-    mode: u32,
-) -> Result<Vec<atomic::File>, String> {
-    match sources.secret_files(name).await? {
-        Some(data) => select(data, items, mode),
-        None if optional == Some(true) => Ok(vec![]),
-        None => Err(format!("secret {name:?} not found")),
+        None => Err(format!("{kind} {name:?} not found")),
     }
 }
 

@@ -508,25 +508,15 @@ impl Worker {
         let ctx = self.ctx.clone();
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let mut sources = Sources::new(ctx.client.clone(), &namespace);
-        let env_ctx = EnvContext {
-            host_ip: &ctx.node_ip,
-            pod_ips: &self.pod_ips.1,
-            node_cpu: ctx.node_cpu,
-            node_memory: ctx.node_memory,
-        };
+        let env_ctx = self.env_context();
         let prepared = async {
             let env = env::resolve(pod, c, &env_ctx, &mut sources)
                 .await
                 .map_err(|e| ("CreateContainerConfigError", e))?;
-            let vols = volumes::prepare(
-                &ctx.config.root_dir,
-                pod,
-                &sources,
-                &env_ctx,
-                !ctx.runtime.is_hollow(),
-            )
-            .await
-            .map_err(|e| ("FailedMount", e))?;
+            let vols = self
+                .prepare_volumes(pod, &sources, &env_ctx)
+                .await
+                .map_err(|e| ("FailedMount", e))?;
             let host_network = pod
                 .spec
                 .as_ref()
@@ -699,6 +689,34 @@ impl Worker {
         None
     }
 
+    /// What env and volume sources see of the node and this pod.
+    fn env_context(&self) -> EnvContext<'_> {
+        EnvContext {
+            host_ip: &self.ctx.node_ip,
+            pod_ips: &self.pod_ips.1,
+            node_cpu: self.ctx.node_cpu,
+            node_memory: self.ctx.node_memory,
+        }
+    }
+
+    /// Sets up the pod's volumes (memory-backed ones on a tmpfs, except on a hollow runtime).
+    async fn prepare_volumes(
+        &self,
+        pod: &Pod,
+        sources: &Sources,
+        env: &EnvContext<'_>,
+    ) -> Result<HashMap<String, std::path::PathBuf>, String> {
+        let ctx = &self.ctx;
+        volumes::prepare(
+            &ctx.config.root_dir,
+            pod,
+            sources,
+            env,
+            !ctx.runtime.is_hollow(),
+        )
+        .await
+    }
+
     /// Rewrites the pod's configMap, secret, downwardAPI and projected volumes when their sources
     /// changed (each write is atomic; unchanged content is left alone).
     async fn refresh_volumes(&self, pod: &Pod) {
@@ -715,21 +733,8 @@ impl Worker {
             ctx.client.clone(),
             pod.metadata.namespace.as_deref().unwrap_or_default(),
         );
-        let env_ctx = EnvContext {
-            host_ip: &ctx.node_ip,
-            pod_ips: &self.pod_ips.1,
-            node_cpu: ctx.node_cpu,
-            node_memory: ctx.node_memory,
-        };
-        if let Err(message) = volumes::prepare(
-            &ctx.config.root_dir,
-            pod,
-            &sources,
-            &env_ctx,
-            !ctx.runtime.is_hollow(),
-        )
-        .await
-        {
+        let env_ctx = self.env_context();
+        if let Err(message) = self.prepare_volumes(pod, &sources, &env_ctx).await {
             self.event(pod, None, EventType::Warning, "FailedMount", message)
                 .await;
         }
