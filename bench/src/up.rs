@@ -20,6 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use atoll_bench::rss_mb;
+use atoll_cluster::layout::Layout;
+use atoll_cluster::process::live_pid;
 use atoll_testkit::runtime::{Containerd, Registry, isolate_network};
 use atoll_testkit::{Etcd, Http};
 use serde_json::{Value, json};
@@ -62,13 +64,18 @@ impl Cluster {
         (cluster, started.elapsed())
     }
 
+    /// Its layout, as `atoll up` saved it.
+    fn layout(&self) -> Layout {
+        Layout::load(self.0.path())
+            .ok()
+            .flatten()
+            .expect("the cluster's layout (cluster.json)")
+    }
+
     /// The resident memory of a component, by its pid file.
     fn rss(&self, name: &str) -> f64 {
-        let pid = std::fs::read_to_string(self.0.path().join(format!("pids/{name}.pid")))
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or(0);
-        rss_mb(pid)
+        let pid = live_pid(&self.layout().pid_file(name)).unwrap_or(0);
+        rss_mb(pid as u32)
     }
 
     /// API server, scheduler and controller manager, and etcd.
@@ -159,7 +166,7 @@ fn main() {
         std::thread::sleep(Duration::from_secs(10));
         print_memory("idle, 1 node", cluster.memory());
 
-        let kubeconfig = cluster.0.path().join("admin.kubeconfig");
+        let kubeconfig = cluster.layout().kubeconfig();
         let hollow = HollowNodes(
             Command::new(atoll_testkit::atoll_bin())
                 .arg("hollow-nodes")
@@ -179,7 +186,7 @@ fn main() {
             .build()
             .expect("runtime");
         runtime.block_on(async {
-            let http = Http::new("http://10.99.0.1:6443");
+            let http = Http::new(&cluster.layout().api_url());
             let rc = json!({"apiVersion": "v1", "kind": "ReplicationController",
                 "metadata": {"name": "bench"},
                 "spec": {"replicas": pods, "selector": {"app": "bench"},

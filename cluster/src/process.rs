@@ -189,16 +189,6 @@ impl Supervised {
         }
     }
 
-    /// The component's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Whether its process is running now (per its pid file).
-    pub fn running(&self, layout: &Layout) -> bool {
-        live_pid(&layout.pid_file(&self.name)).is_some()
-    }
-
     /// Stops it (SIGTERM, SIGKILL after 10 s) and waits until it has.
     pub async fn stop(mut self) {
         let started = tokio::time::Instant::now();

@@ -85,15 +85,11 @@ pub async fn run(layout: &Layout) -> Vec<String> {
     left
 }
 
-/// Whether `path` is a mount point (listed in this process's mount table).
+/// Whether `path` is a mount point (`mountpoint -q`, util-linux).
 fn is_mount_point(path: &std::path::Path) -> bool {
-    let Ok(path) = path.canonicalize() else {
-        return false;
-    };
-    let want = path.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| m == want)
+    std::process::Command::new("mountpoint")
+        .arg("-q")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use atoll_cluster::layout::Layout;
+
 use crate::Env;
 
 /// How many lines of each log a failing test prints.
@@ -54,14 +56,13 @@ impl LocalCluster {
         cluster
     }
 
-    /// The cluster's id (its bridge is `atoll<id>`, node i's veth `atoll<id>v<i>`).
-    pub fn id(&self) -> String {
-        let text = std::fs::read_to_string(self.data_dir.join("cluster.json")).unwrap_or_default();
-        text.split("\"id\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').nth(1))
-            .unwrap_or_default()
-            .to_string()
+    /// The cluster's layout (names and addresses of its bridge, nodes and cgroups), as `atoll up`
+    /// saved it.
+    pub fn layout(&self) -> Layout {
+        Layout::load(&self.data_dir)
+            .ok()
+            .flatten()
+            .expect("the cluster's layout (cluster.json)")
     }
 
     /// The cluster's data directory.

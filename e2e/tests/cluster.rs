@@ -117,7 +117,7 @@ fn check_demo(cluster: &LocalCluster, nodes: u32) {
             |out| out.split_whitespace().count() == 2,
         );
     }
-    let id = cluster.id();
+    let layout = cluster.layout();
     let page = |app: &str| {
         if app == "web-one" {
             "<body>Container one</body>"
@@ -145,14 +145,14 @@ fn check_demo(cluster: &LocalCluster, nodes: u32) {
         ]);
         assert!(from_pod.contains(page(app)), "{app} from a pod: {from_pod}");
         for i in 1..=nodes {
-            let netns = format!("atoll{id}-{i}");
+            let netns = layout.node(i).netns;
             let got = http_get_in(&netns, &format!("{ip}:80"));
             assert!(
                 got.contains(page(app)),
                 "{app} ClusterIP from node-{i}: {got}"
             );
             let other = i % nodes + 1;
-            let target = format!("10.99.0.{}:{node_port}", other + 1);
+            let target = format!("{}:{node_port}", layout.node(other).ip);
             let got = http_get_in(&netns, &target);
             assert!(
                 got.contains(page(app)),
@@ -200,7 +200,7 @@ fn answered(page: &str) -> String {
 /// second.
 fn check_services(cluster: &LocalCluster, running: &[(String, String, String)]) {
     let env = &cluster.env;
-    let host = format!("atoll{}-2", cluster.id());
+    let host = cluster.layout().node(2).netns;
     let ip = |svc: &str| env.ok(&["get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}"]);
     let web = format!("{}:80", ip("web"));
     env.wait_for(
@@ -394,10 +394,10 @@ fn three_hosts_run_pods_that_reach_each_other() {
     check_demo(&cluster, 3);
 
     // A host cut off: NotReady, its pods replaced on the others; back, it rejoins and stops them.
-    let id = cluster.id();
+    let layout = cluster.layout();
     let link = |state: &str| {
         let ok = std::process::Command::new("ip")
-            .args(["link", "set", &format!("atoll{id}v2"), state])
+            .args(["link", "set", &layout.node(2).veth, state])
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "ip link set {state}");
@@ -419,21 +419,19 @@ fn three_hosts_run_pods_that_reach_each_other() {
 
     // `atoll down` removes everything it made.
     cluster.down().expect("atoll down");
-    let netns: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&format!("atoll{id}-")))
-                .collect()
-        })
-        .unwrap_or_default();
+    let netns: Vec<String> = layout
+        .all_nodes()
+        .into_iter()
+        .map(|n| n.netns)
+        .filter(|n| atoll_cluster::net::netns_exists(n))
+        .collect();
     assert!(netns.is_empty(), "network namespaces left: {netns:?}");
     let links = std::process::Command::new("ip")
         .args(["-o", "link"])
         .output()
         .expect("ip");
     let links = String::from_utf8_lossy(&links.stdout);
-    assert!(!links.contains(&format!("atoll{id}")), "{links}");
+    assert!(!links.contains(&layout.bridge()), "{links}");
     let data = cluster.data_dir().display().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(&data), "mounts left: {mounts}");
@@ -453,6 +451,6 @@ fn three_hosts_run_pods_that_reach_each_other() {
         .expect("nft");
     let tables = String::from_utf8_lossy(&tables.stdout);
     assert!(!tables.contains("atoll"), "nftables tables left: {tables}");
-    let cgroup = format!("/sys/fs/cgroup/memory/atoll-{id}");
+    let cgroup = format!("/sys/fs/cgroup/memory{}", layout.cgroup_root());
     assert!(!std::path::Path::new(&cgroup).exists(), "{cgroup} left");
 }
