@@ -155,7 +155,7 @@ pub async fn supervise(opts: UpOptions) -> anyhow::Result<()> {
         Some(Ok(routes)) => {
             progress::ready();
             stop.await;
-            routes.abort();
+            drop(routes);
             progress::step("stopping the cluster");
             None
         }
@@ -206,12 +206,12 @@ pub async fn down(data_dir: &Path, purge: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts everything in order, each step waiting for the one before; returns the route-sync task.
+/// Starts everything in order, each step waiting for the one before; returns the route keeper.
 async fn start(
     opts: &UpOptions,
     layout: &Layout,
     running: &mut Vec<Supervised>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<routes::Keeper> {
     let atoll = opts.atoll.display().to_string();
     let data = |p: &str| layout.data_dir.join(p).display().to_string();
     let gw = layout.gateway().to_string();
@@ -343,7 +343,7 @@ async fn start(
     start_registry(layout, running).await?;
 
     let client = atoll_client::connect(&layout.kubeconfig()).await?;
-    let routes = tokio::spawn(routes::sync(client.clone(), layout.clone()));
+    let routes = routes::keep(client.clone(), layout.clone());
     for n in layout.all_nodes() {
         start_node(opts, layout, &n, running).await?;
     }

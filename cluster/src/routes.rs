@@ -46,8 +46,23 @@ pub fn wanted(layout: &Layout, nodes: &[Node]) -> Vec<(Option<String>, String, S
     out
 }
 
+/// The route keeper; dropping it stops it (also when start-up fails or is interrupted, so it
+/// does not route through a bridge being removed).
+pub struct Keeper(tokio::task::JoinHandle<()>);
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts keeping the routes of `layout`'s nodes in place.
+pub fn keep(client: kube::Client, layout: Layout) -> Keeper {
+    Keeper(tokio::spawn(sync(client, layout)))
+}
+
 /// Keeps the routes in place until the task is aborted.
-pub async fn sync(client: kube::Client, layout: Layout) {
+async fn sync(client: kube::Client, layout: Layout) {
     let nodes: Api<Node> = Api::all(client);
     let mut done: HashSet<(Option<String>, String, String)> = HashSet::new();
     loop {
