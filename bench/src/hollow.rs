@@ -18,8 +18,8 @@ use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use atoll_bench::{ComponentProcess, NS, cpu_time, etcd_ceiling, pod, rss_mb};
-use atoll_testkit::{ApiProcess, Etcd, Http};
+use atoll_bench::{ComponentProcess, ControlPlane, NS, cpu_time, etcd_ceiling, pod, rss_mb};
+use atoll_testkit::{ApiProcess, Http};
 use serde_json::{Value, json};
 
 /// `atoll hollow-nodes` as a child process; killed on drop.
@@ -141,20 +141,12 @@ async fn main() {
     println!(
         "# hollow-bench: hollow nodes run an RC's pods end to end, against the raw etcd write rate"
     );
-    let etcd = tokio::task::spawn_blocking(Etcd::start)
-        .await
-        .expect("etcd");
-    let dir = tempfile::Builder::new()
-        .prefix("atoll-hollow-bench-")
-        .tempdir()
-        .expect("temp dir");
-    let api = ApiProcess::start(&etcd, dir.path(), &[], "warn", Stdio::inherit());
-    let http = Http::new(&api.base);
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
-    assert_eq!(
-        http.json("POST", "/api/v1/namespaces", &ns).await.status,
-        201
-    );
+    let ControlPlane {
+        api,
+        http,
+        dir,
+        etcd,
+    } = ControlPlane::start("hollow-bench", &[NS]).await;
     // The benchmark pod mounts this configMap.
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web-config"},
         "data": {"web.conf": "listen 8080\n"}});

@@ -1,5 +1,6 @@
-//! What the benchmarks share: a realistic pod, a runner of concurrent operations with latency
-//! percentiles, and per-process CPU and memory readings from /proc.
+//! What the benchmarks share: a control plane to measure against ([`ControlPlane`]), a realistic
+//! pod, a runner of concurrent operations with latency percentiles, and per-process CPU and memory
+//! readings from /proc.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -271,5 +272,52 @@ impl Drop for ComponentProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// etcd and the `atoll apiserver` binary in a private directory, with namespaces made. Fields drop
+/// in their order: the API server before its directory and etcd.
+pub struct ControlPlane {
+    /// The API server process.
+    pub api: atoll_testkit::ApiProcess,
+    /// A client of it.
+    pub http: atoll_testkit::Http,
+    /// The private directory (the API server's data, kubeconfigs, logs).
+    pub dir: tempfile::TempDir,
+    /// etcd.
+    pub etcd: atoll_testkit::Etcd,
+}
+
+impl ControlPlane {
+    /// Starts etcd and the API server for benchmark `name` and creates `namespaces`.
+    pub async fn start(name: &str, namespaces: &[&str]) -> ControlPlane {
+        let etcd = tokio::task::spawn_blocking(atoll_testkit::Etcd::start)
+            .await
+            .expect("etcd");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("atoll-{name}-"))
+            .tempdir()
+            .expect("temp dir");
+        let api = atoll_testkit::ApiProcess::start(
+            &etcd,
+            dir.path(),
+            &[],
+            "warn",
+            std::process::Stdio::inherit(),
+        );
+        let http = atoll_testkit::Http::new(&api.base);
+        for ns in namespaces {
+            let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            assert_eq!(
+                http.json("POST", "/api/v1/namespaces", &body).await.status,
+                201
+            );
+        }
+        ControlPlane {
+            api,
+            http,
+            dir,
+            etcd,
+        }
     }
 }

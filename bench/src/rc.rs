@@ -12,11 +12,10 @@
 //!
 //! Run: `cargo run --release -p atoll-bench --bin rc-bench [-- --quick]`.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use atoll_bench::{ComponentProcess, NS, cpu_time, create_all, node, pod, rss_mb};
-use atoll_testkit::{ApiProcess, Etcd, Http};
+use atoll_bench::{ComponentProcess, ControlPlane, NS, cpu_time, create_all, node, pod, rss_mb};
+use atoll_testkit::Http;
 use serde_json::{Value, json};
 
 /// The namespace of the RC (the baseline's pods are in [`NS`]).
@@ -74,22 +73,12 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (nodes, replicas) = if quick { (500, 200) } else { (5000, 1000) };
     println!("# rc-bench: an RC's pods created and bound, against a client creating the same pods");
-    let etcd = tokio::task::spawn_blocking(Etcd::start)
-        .await
-        .expect("etcd");
-    let dir = tempfile::Builder::new()
-        .prefix("atoll-rc-bench-")
-        .tempdir()
-        .expect("temp dir");
-    let api = ApiProcess::start(&etcd, dir.path(), &[], "warn", Stdio::inherit());
-    let http = Http::new(&api.base);
-    for ns in [NS, RC_NS] {
-        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        assert_eq!(
-            http.json("POST", "/api/v1/namespaces", &body).await.status,
-            201
-        );
-    }
+    let ControlPlane {
+        api,
+        http,
+        dir,
+        etcd,
+    } = ControlPlane::start("rc-bench", &[NS, RC_NS]).await;
     let node_bodies = (0..nodes)
         .map(|i| serde_json::to_vec(&node(&format!("node-{i}"))).expect("json"))
         .collect();

@@ -13,12 +13,12 @@
 //!
 //! Run: `cargo run --release -p atoll-bench --bin sched-bench [-- --quick | --decisions-only | --size NODES/PODS]`.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atoll_bench::{ComponentProcess, NS, cpu_time, create_all, etcd_ceiling, node, pod};
-use atoll_testkit::{ApiProcess, Etcd, Http};
+use atoll_bench::{
+    ComponentProcess, ControlPlane, NS, cpu_time, create_all, etcd_ceiling, node, pod,
+};
 use serde_json::json;
 
 /// Decisions per second of the scheduler's cache alone: `nodes` nodes, `pods` pods decided and
@@ -84,20 +84,12 @@ async fn main() {
         "# sched-bench: scheduler throughput vs the raw etcd write rate, same machine, same run"
     );
     for (round, &(nodes, pods)) in sizes.iter().enumerate() {
-        let etcd = tokio::task::spawn_blocking(Etcd::start)
-            .await
-            .expect("etcd");
-        let dir = tempfile::Builder::new()
-            .prefix("atoll-sched-bench-")
-            .tempdir()
-            .expect("temp dir");
-        let api = ApiProcess::start(&etcd, dir.path(), &[], "warn", Stdio::inherit());
-        let http = Http::new(&api.base);
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
-        assert_eq!(
-            http.json("POST", "/api/v1/namespaces", &ns).await.status,
-            201
-        );
+        let ControlPlane {
+            api,
+            http,
+            dir,
+            etcd,
+        } = ControlPlane::start("sched-bench", &[NS]).await;
 
         let ceiling = etcd_ceiling(&etcd, 5000, round).await;
         let node_bodies = (0..nodes)
